@@ -1,0 +1,53 @@
+# Lepton Engine — every target creates .venv and installs what it needs.
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+PIP    := $(BIN)/python -m pip
+# torch/torchvision are pinned to the builds this project is tested with.
+TORCH  := torch==2.14.1 torchvision==0.29.1
+PLUGINS := $(wildcard plugins/*)
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test test-fast test-ray test-slow lint format bench clean
+
+$(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## The main job on the embedded default: vision on digits, 2 Ray workers.
+demo: $(STAMP)
+	$(BIN)/lepton train task=vision
+
+## Every tier: unit (no Ray), ray-marked integration, slow end-to-end.
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+## Unit tests only: no Ray cluster, seconds.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -q -m "not ray and not slow"
+
+test-ray: $(STAMP)
+	$(BIN)/python -m pytest -q -m "ray and not slow"
+
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy engine
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) runs .pytest_cache

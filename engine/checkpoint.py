@@ -1,0 +1,236 @@
+"""Checkpoint directories: safetensors weights, training state, ``task.json``.
+
+Layout of a checkpoint directory::
+
+    model.safetensors           model weights (state dict of the unwrapped model)
+    training_state.safetensors  optimizer / scheduler / grad-scaler tensors
+    training_state.json         the non-tensor parts of that state
+    task.json                   task, plugin, versions, task config, artifacts,
+                                epoch, metrics, and the size of every file above
+
+Nothing here unpickles: tensors come from safetensors, everything else is JSON.
+``task.json`` is written last and lists every other file with its size, so a
+directory whose copy was cut short is recognised as incomplete and never loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, is_dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine import __version__
+from engine.errors import CheckpointError
+
+if TYPE_CHECKING:
+    import torch
+
+    from engine.plugins import PluginRegistry
+    from engine.task import TaskInfo
+
+FORMAT_VERSION = 1
+META_FILE = "task.json"
+MODEL_FILE = "model.safetensors"
+STATE_TENSORS = "training_state.safetensors"
+STATE_JSON = "training_state.json"
+
+
+# -- flattening nested state dicts without pickle -------------------------------
+
+
+def _flatten(obj: Any, tensors: dict[str, Any], prefix: str) -> Any:
+    import torch
+
+    if isinstance(obj, torch.Tensor):
+        key = prefix or "root"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {
+            "__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))] for k, v in obj.items()]
+        }
+    if isinstance(obj, (list, tuple)):
+        items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]
+        return {"__tuple__": items} if isinstance(obj, tuple) else items
+    if obj is None or isinstance(obj, (bool, int, float, str)):
+        return obj
+    raise TypeError(f"cannot store {type(obj).__name__} at {prefix!r} in a checkpoint")
+
+
+def _unflatten(obj: Any, tensors: dict[str, Any]) -> Any:
+    if isinstance(obj, dict):
+        if "__tensor__" in obj:
+            return tensors[obj["__tensor__"]]
+        if "__dict__" in obj:
+            return {k: _unflatten(v, tensors) for k, v in obj["__dict__"]}
+        if "__tuple__" in obj:
+            return tuple(_unflatten(v, tensors) for v in obj["__tuple__"])
+        return {k: _unflatten(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_unflatten(v, tensors) for v in obj]
+    return obj
+
+
+def to_jsonable(obj: Any) -> Any:
+    if is_dataclass(obj) and not isinstance(obj, type):
+        return to_jsonable(asdict(obj))
+    if isinstance(obj, dict):
+        return {str(k): to_jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_jsonable(v) for v in obj]
+    return obj
+
+
+# -- writing ----------------------------------------------------------------------
+
+
+def save_checkpoint(
+    directory: str | Path,
+    *,
+    info: TaskInfo,
+    model: torch.nn.Module,
+    task_config: Any,
+    artifacts: dict[str, Any],
+    epoch: int,
+    metrics: dict[str, float],
+    training_state: dict[str, Any] | None = None,
+) -> Path:
+    """Write a complete checkpoint into ``directory`` (which should be empty/temporary)."""
+    from safetensors.torch import save_file, save_model
+
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path / MODEL_FILE))
+    if training_state is not None:
+        tensors: dict[str, Any] = {}
+        structure = _flatten(training_state, tensors, "")
+        save_file(tensors, str(path / STATE_TENSORS))
+        _write_json(path / STATE_JSON, structure)
+    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.name != META_FILE}
+    meta = {
+        "format_version": FORMAT_VERSION,
+        "task": info.task.name,
+        "plugin": info.plugin,
+        "distribution": info.distribution,
+        "plugin_version": info.version,
+        "engine_version": __version__,
+        "epoch": epoch,
+        "metrics": metrics,
+        "task_config": to_jsonable(task_config),
+        "artifacts": artifacts,
+        "files": files,
+    }
+    _write_json(path / META_FILE, meta)  # last: its presence marks the directory whole
+    return path
+
+
+def _write_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        json.dump(data, fh, indent=1, allow_nan=True)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+# -- reading ----------------------------------------------------------------------
+
+
+def is_complete(directory: str | Path) -> bool:
+    """True when ``task.json`` exists and every file it lists has the recorded size."""
+    path = Path(directory)
+    try:
+        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        files = meta["files"]
+        return all((path / name).stat().st_size == size for name, size in files.items())
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+def read_meta(directory: str | Path) -> dict[str, Any]:
+    path = Path(directory)
+    if not path.is_dir():
+        raise CheckpointError(f"Checkpoint directory {path} does not exist.")
+    if not (path / META_FILE).is_file():
+        raise CheckpointError(
+            f"{path} is not a Lepton checkpoint (no {META_FILE}).",
+            hint="Pass a run directory or one of its checkpoint_* directories.",
+        )
+    if not is_complete(path):
+        raise CheckpointError(
+            f"Checkpoint {path} is incomplete (a file is missing or was cut short).",
+            hint="Use an earlier checkpoint of the run; this one was not written whole.",
+        )
+    meta: dict[str, Any] = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    if meta.get("format_version", 0) > FORMAT_VERSION:
+        raise CheckpointError(
+            f"Checkpoint {path} has format version {meta['format_version']}; this engine "
+            f"reads up to {FORMAT_VERSION}.",
+            hint="Upgrade lepton-engine.",
+        )
+    return meta
+
+
+def load_training_state(directory: str | Path) -> dict[str, Any] | None:
+    from safetensors.torch import load_file
+
+    path = Path(directory)
+    if not (path / STATE_JSON).is_file():
+        return None
+    tensors = load_file(str(path / STATE_TENSORS)) if (path / STATE_TENSORS).is_file() else {}
+    structure = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
+    result: dict[str, Any] = _unflatten(structure, tensors)
+    return result
+
+
+def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
+    from safetensors.torch import load_model
+
+    load_model(model, str(Path(directory) / MODEL_FILE), strict=True)
+
+
+@dataclass
+class LoadedModel:
+    """A model rebuilt from a checkpoint, with everything needed to use it."""
+
+    info: TaskInfo
+    model: Any
+    task_config: Any
+    artifacts: dict[str, Any]
+    meta: dict[str, Any]
+    path: Path
+
+    def predictor(self, device: str = "cpu") -> Any:
+        import torch
+
+        dev = torch.device(device)
+        self.model.to(dev).eval()
+        return self.info.task.build_predictor(self.model, self.task_config, self.artifacts, dev)
+
+
+def load_model(directory: str | Path, registry: PluginRegistry | None = None) -> LoadedModel:
+    """Rebuild the task's model from a checkpoint directory (no pickle involved)."""
+    from omegaconf import OmegaConf
+
+    from engine.errors import UnknownTaskError
+    from engine.plugins import get_registry
+
+    path = Path(directory)
+    meta = read_meta(path)
+    registry = registry or get_registry()
+    try:
+        info = registry.get_task(meta["task"])
+    except UnknownTaskError:
+        dist = meta.get("distribution") or f"the plugin that provides task {meta['task']!r}"
+        raise CheckpointError(
+            f"Checkpoint {path} is for task {meta['task']!r}, which no installed plugin provides.",
+            hint=f"Install {dist} (version {meta.get('plugin_version') or '?'}) and try again.",
+        ) from None
+    schema = OmegaConf.structured(info.task.config_class)
+    task_cfg = OmegaConf.to_object(OmegaConf.merge(schema, meta["task_config"]))
+    model = info.task.build_model(task_cfg, meta["artifacts"])
+    load_weights(model, path)
+    model.eval()
+    return LoadedModel(info, model, task_cfg, meta["artifacts"], meta, path)

@@ -1,0 +1,310 @@
+"""The generic per-worker training loop.
+
+:func:`train_loop_per_worker` is what Ray Train runs on every worker;
+:func:`run_loop` is the same loop against any :class:`WorkerContext`, so it can run
+in a plain process (unit tests, debugging) with :class:`LocalContext`.
+
+Per epoch, every rank: trains (DDP, autocast, gradient accumulation and clipping,
+per-step LR schedule), validates its shard with the task's torchmetrics (synced
+across ranks on ``compute``), and calls ``report`` exactly once — with a checkpoint
+written by rank 0 on checkpoint epochs. Rank 0 then appends the row to
+``metrics.jsonl``, the engine's own record.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, DistributedSampler, Subset
+
+from engine.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint
+from engine.config import LeptonConfig
+from engine.optim import build_optimizer, build_scheduler
+from engine.precision import plan_precision
+from engine.run_dir import append_metrics, latest_checkpoint
+from engine.task import TaskInfo
+from engine.worker_context import LocalContext, RayContext, WorkerContext, temporary_checkpoint_dir
+
+
+class LoopCallback:
+    """Plain, picklable hooks called on every worker (not pluggy: they travel to workers).
+
+    Subclass and override what you need; ``ctx`` is the :class:`WorkerContext`.
+    """
+
+    def on_train_start(self, ctx: WorkerContext, start_epoch: int) -> None: ...
+
+    def on_step_end(self, ctx: WorkerContext, epoch: int, step: int) -> None: ...
+
+    def on_epoch_end(self, ctx: WorkerContext, epoch: int, row: dict[str, Any]) -> None: ...
+
+
+@dataclass
+class LoopSpec:
+    """Everything a worker needs, sent once through ``train_loop_config``."""
+
+    info: TaskInfo
+    config: LeptonConfig
+    run_dir: str
+    metric: str
+    mode: str
+    callbacks: list[LoopCallback] = field(default_factory=list)
+
+
+def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
+    """Ray Train entry point (``TorchTrainer(train_loop_per_worker=...)``)."""
+    run_loop(loop_config["spec"], RayContext())
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def move_to_device(batch: Any, device: torch.device) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return batch.to(device, non_blocking=True)
+    if isinstance(batch, Mapping):
+        return {k: move_to_device(v, device) for k, v in batch.items()}
+    if isinstance(batch, (list, tuple)):
+        moved = [move_to_device(v, device) for v in batch]
+        return type(batch)(moved) if isinstance(batch, tuple) and not hasattr(batch, "_fields") else moved
+    return batch
+
+
+def batch_size_of(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0]) if batch.dim() else 1
+    if isinstance(batch, Mapping):
+        return batch_size_of(next(iter(batch.values())))
+    if isinstance(batch, Sequence) and batch:
+        return batch_size_of(batch[0])
+    return 1
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    return model.module if hasattr(model, "module") else model
+
+
+def _resume_point(spec: LoopSpec, ctx: WorkerContext) -> Path | None:
+    """The newest whole checkpoint: Ray's restored one or the run dir's, by epoch.
+
+    Ray's own pointer can be one checkpoint behind the newest one on disk when a
+    failure follows a report closely; training resumes from whichever is newer.
+    """
+    candidates: list[tuple[int, Path]] = []
+    with ctx.restored_checkpoint() as restored:
+        if restored is not None:
+            candidates.append((int(read_meta(restored)["epoch"]), restored))
+            newest_on_disk = latest_checkpoint(spec.run_dir)
+            if newest_on_disk is not None:
+                candidates.append((int(read_meta(newest_on_disk)["epoch"]), newest_on_disk))
+            # Ray's directory is valid only inside this block, so load here.
+            return _pick(candidates)
+    if spec.config.resume:
+        newest_on_disk = latest_checkpoint(spec.run_dir)
+        if newest_on_disk is not None:
+            return newest_on_disk
+    return None
+
+
+def _pick(candidates: list[tuple[int, Path]]) -> Path | None:
+    if not candidates:
+        return None
+    return max(candidates, key=lambda c: c[0])[1]
+
+
+def _val_subset(dataset: Any, rank: int, world: int) -> Any:
+    """This rank's validation shard: no padding, so metrics count every sample once."""
+    if world == 1:
+        return dataset
+    return Subset(dataset, list(range(rank, len(dataset), world)))
+
+
+def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
+    """Train per ``spec`` in the given context; returns the rows this worker produced."""
+    cfg = spec.config
+    task = spec.info.task
+    t, s = cfg.trainer, cfg.scaling
+    torch.set_num_threads(max(1, int(s.cpus_per_worker)))
+    seed_everything(cfg.seed)
+    device = ctx.device
+
+    bundle = task.build_data(cfg.task, seed=cfg.seed)
+    model = task.build_model(cfg.task, bundle.artifacts)
+    model = ctx.prepare_model(model)
+    plain_model = unwrap(model)
+
+    generator = torch.Generator().manual_seed(cfg.seed)
+    if ctx.world_size > 1:
+        sampler: Any = DistributedSampler(
+            bundle.train, num_replicas=ctx.world_size, rank=ctx.world_rank, shuffle=True, seed=cfg.seed
+        )
+        train_loader = DataLoader(
+            bundle.train, batch_size=t.batch_size, sampler=sampler,
+            collate_fn=bundle.collate_fn, num_workers=t.data_workers,
+        )
+    else:
+        sampler = None
+        train_loader = DataLoader(
+            bundle.train, batch_size=t.batch_size, shuffle=True, generator=generator,
+            collate_fn=bundle.collate_fn, num_workers=t.data_workers,
+        )
+    val_loader = DataLoader(
+        _val_subset(bundle.val, ctx.world_rank, ctx.world_size),
+        batch_size=t.batch_size, shuffle=False, collate_fn=bundle.collate_fn,
+        num_workers=t.data_workers,
+    )
+
+    steps_per_epoch = max(1, len(train_loader) // t.grad_accum_steps)
+    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
+    scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch=steps_per_epoch, epochs=t.epochs)
+    precision = plan_precision(t.precision, device)
+    scaler = precision.grad_scaler()
+    metrics = task.build_metrics(cfg.task, bundle.artifacts).to(device)
+    if precision.note and ctx.is_rank_zero:
+        print(f"[lepton] precision: {precision.note}", flush=True)
+
+    start_epoch, global_step = 0, 0
+    resume_from = _resume_point(spec, ctx)
+    if resume_from is not None:
+        load_weights(plain_model, resume_from)
+        state = load_training_state(resume_from) or {}
+        if "optimizer" in state:
+            optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
+        if "scaler" in state and precision.use_scaler:
+            scaler.load_state_dict(state["scaler"])
+        start_epoch = int(state.get("epoch", read_meta(resume_from)["epoch"])) + 1
+        global_step = int(state.get("global_step", 0))
+        if ctx.is_rank_zero:
+            print(f"[lepton] resumed from {resume_from} (epoch {start_epoch - 1} done)", flush=True)
+
+    for cb in spec.callbacks:
+        cb.on_train_start(ctx, start_epoch)
+
+    rows: list[dict[str, Any]] = []
+    for epoch in range(start_epoch, t.epochs):
+        if sampler is not None:
+            sampler.set_epoch(epoch)
+        model.train()
+        started = time.perf_counter()
+        loss_sum, loss_count, samples = 0.0, 0, 0
+        optimizer.zero_grad(set_to_none=True)
+        for i, batch in enumerate(train_loader):
+            batch = move_to_device(batch, device)
+            with precision.autocast():
+                loss = task.training_step(model, batch)
+            if not torch.isfinite(loss):
+                raise FloatingPointError(
+                    f"loss became {loss.item()} at epoch {epoch}, step {i}: lower optimizer.lr "
+                    "or enable trainer.grad_clip_norm"
+                )
+            scaler.scale(loss / t.grad_accum_steps).backward()
+            loss_sum += float(loss.detach())
+            loss_count += 1
+            samples += batch_size_of(batch)
+            if (i + 1) % t.grad_accum_steps == 0 or (i + 1) == len(train_loader):
+                if t.grad_clip_norm:
+                    scaler.unscale_(optimizer)
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+                global_step += 1
+                for cb in spec.callbacks:
+                    cb.on_step_end(ctx, epoch, global_step)
+                if t.log_every_n_steps and global_step % t.log_every_n_steps == 0 and ctx.is_rank_zero:
+                    print(f"[lepton] epoch {epoch + 1} step {global_step} loss {loss_sum / loss_count:.4f}", flush=True)
+        train_time = time.perf_counter() - started
+
+        val_loss = _validate(task, plain_model, val_loader, metrics, device, precision)
+        computed = {f"val/{k}": float(v) for k, v in metrics.compute().items()}
+        metrics.reset()
+        row: dict[str, Any] = {
+            "epoch": epoch,
+            "step": global_step,
+            "train/loss": ctx.all_reduce_mean(loss_sum / max(1, loss_count)),
+            "val/loss": ctx.all_reduce_mean(val_loss),
+            **computed,
+            "lr": optimizer.param_groups[0]["lr"],
+            "samples_per_s": samples * ctx.world_size / max(train_time, 1e-9),
+            "epoch_time_s": time.perf_counter() - started,
+            "world_size": ctx.world_size,
+        }
+        if resume_from is not None and epoch == start_epoch:
+            row["resumed_from"] = str(resume_from)
+
+        last = epoch == t.epochs - 1
+        if (epoch + 1) % t.checkpoint_every == 0 or last:
+            with temporary_checkpoint_dir() as tmp:
+                if ctx.is_rank_zero:
+                    save_checkpoint(
+                        tmp,
+                        info=spec.info,
+                        model=plain_model,
+                        task_config=cfg.task,
+                        artifacts=bundle.artifacts,
+                        epoch=epoch,
+                        metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                        training_state={
+                            "optimizer": optimizer.state_dict(),
+                            "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict() if precision.use_scaler else {},
+                            "epoch": epoch,
+                            "global_step": global_step,
+                        },
+                    )
+                ctx.report(row, tmp if ctx.is_rank_zero else None)
+        else:
+            ctx.report(row, None)
+
+        if ctx.is_rank_zero:
+            append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
+            print(_format_row(row, t.epochs), flush=True)
+        for cb in spec.callbacks:
+            cb.on_epoch_end(ctx, epoch, row)
+        rows.append(row)
+    return rows
+
+
+def _validate(task: Any, model: torch.nn.Module, loader: DataLoader, metrics: Any, device: torch.device, precision: Any) -> float:
+    model.eval()
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for batch in loader:
+            batch = move_to_device(batch, device)
+            with precision.autocast():
+                loss = task.validation_step(model, batch, metrics)
+            n = batch_size_of(batch)
+            total += float(loss) * n
+            count += n
+    return total / max(1, count)
+
+
+def _format_row(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
+    for key, value in row.items():
+        if key.startswith(("train/", "val/")):
+            parts.append(f"{key} {value:.4f}")
+    parts.append(f"{row['samples_per_s']:.0f} samples/s")
+    return "[lepton] " + "  ".join(parts)
+
+
+def run_local(spec: LoopSpec, device: str = "cpu") -> LocalContext:
+    """Run the loop in this process without Ray (tests, debugging)."""
+    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    ctx = LocalContext(spec.run_dir, device=device)
+    run_loop(spec, ctx)
+    return ctx

@@ -1,0 +1,100 @@
+"""Getting a Ray cluster for a command, and checking the job fits it before starting.
+
+No address (and no ``RAY_ADDRESS``): an embedded local cluster is started for the
+command and stopped after it. With an address, the command joins that cluster
+(token authentication is Ray's: ``RAY_AUTH_MODE=token`` and the token in the
+environment). A cluster already initialised in this process (tests) is reused.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+from engine.config import ScalingConfig
+from engine.errors import ClusterError
+
+
+@dataclass
+class ClusterResources:
+    total_cpus: float
+    total_gpus: float
+    nodes: int
+    max_node_cpus: float
+    max_node_gpus: float
+
+
+@contextmanager
+def ray_cluster(address: str | None) -> Iterator[None]:
+    import ray
+
+    if ray.is_initialized():
+        yield
+        return
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
+    # Ray Train's print patch would echo every worker line twice through its logger.
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    try:
+        if address:
+            ray.init(address=address, **kwargs)  # type: ignore[arg-type]
+        else:
+            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)  # type: ignore[arg-type]
+    except ConnectionError as exc:
+        raise ClusterError(
+            f"Cannot connect to the Ray cluster at {address}: {exc}",
+            hint="Check the address (ray status), and for a token-authenticated cluster set "
+            "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH).",
+        ) from None
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+def cluster_resources() -> ClusterResources:
+    import ray
+
+    nodes = [n for n in ray.nodes() if n.get("Alive")]
+    cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
+    gpus = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
+    return ClusterResources(sum(cpus), sum(gpus), len(nodes), max(cpus, default=0), max(gpus, default=0))
+
+
+def check_fits(scaling: ScalingConfig, res: ClusterResources) -> None:
+    """Refuse a job the cluster can never place (Ray would wait for it forever)."""
+    n, cpu = scaling.num_workers, scaling.cpus_per_worker
+    if cpu > res.max_node_cpus:
+        raise ClusterError(
+            f"scaling.cpus_per_worker={cpu:g} but the largest node has {res.max_node_cpus:g} CPUs.",
+            hint="Lower scaling.cpus_per_worker.",
+        )
+    if n * cpu > res.total_cpus:
+        raise ClusterError(
+            f"scaling.num_workers={n} × scaling.cpus_per_worker={cpu:g} needs {n * cpu:g} CPUs, "
+            f"but the cluster has {res.total_cpus:g} in total ({res.nodes} node(s)).",
+            hint=f"Use at most scaling.num_workers={max(1, int(res.total_cpus // cpu))}, lower "
+            "scaling.cpus_per_worker, or run on a larger cluster (ray.address=...).",
+        )
+    if scaling.use_gpu:
+        g = scaling.gpus_per_worker
+        if res.total_gpus == 0:
+            raise ClusterError(
+                "scaling.use_gpu=true but the cluster has no GPUs.",
+                hint="Set scaling.use_gpu=false, or join a cluster with GPU nodes (ray.address=...).",
+            )
+        if n * g > res.total_gpus or g > res.max_node_gpus:
+            raise ClusterError(
+                f"scaling.num_workers={n} × scaling.gpus_per_worker={g:g} needs {n * g:g} GPUs, "
+                f"but the cluster has {res.total_gpus:g} (at most {res.max_node_gpus:g} per node).",
+                hint="Lower scaling.num_workers or scaling.gpus_per_worker.",
+            )
+    if scaling.placement_strategy == "STRICT_SPREAD" and n > res.nodes:
+        raise ClusterError(
+            f"scaling.placement_strategy=STRICT_SPREAD puts each of {n} workers on its own node, "
+            f"but the cluster has {res.nodes} node(s).",
+            hint="Use SPREAD (best effort) or fewer workers.",
+        )

@@ -1,0 +1,115 @@
+"""The ``Task`` protocol: what a plugin's task object must do, and where each part runs.
+
+A task is a small, picklable object. The engine sends it to every Ray Train worker,
+so it must not hold open files, live models or data; build those in the methods.
+
+Where each method runs:
+
+============================  ==========================================================
+``check(cfg)``                driver, before Ray starts: refuse bad paths/columns early
+``build_data(cfg, seed=)``    every worker (and the driver for ``evaluate``)
+``build_model(cfg, art)``     every worker, and whoever loads a checkpoint
+``training_step``             every worker, inside the engine's loop (autocast active)
+``build_metrics``             every worker; torchmetrics sync across ranks on compute
+``validation_step``           every worker, under ``torch.no_grad()``
+``build_predictor``           wherever a checkpoint is used: predict, evaluate, serving
+============================  ==========================================================
+
+``cfg`` is always the validated instance of the task's ``config_class`` (a dataclass
+describing the ``task:`` node of the Hydra config). ``artifacts`` is the JSON-ready
+dict that ``build_data`` returned (class names, vocabulary, id maps, ...); it is
+saved in the checkpoint's ``task.json`` and handed back on load, so a model can be
+rebuilt without the training data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import Dataset
+
+
+@dataclass
+class DataBundle:
+    """What ``Task.build_data`` returns.
+
+    ``train`` and ``val`` are map-style torch datasets (the seam where Ray Data
+    streaming will plug in later). ``artifacts`` must be JSON-serialisable.
+    """
+
+    train: Dataset[Any]
+    val: Dataset[Any]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    collate_fn: Callable[[list[Any]], Any] | None = None
+
+
+@runtime_checkable
+class Predictor(Protocol):
+    """Turns raw inputs into JSON-ready predictions. Serving and ``lepton predict``
+    both go through this object, so what works offline works behind HTTP."""
+
+    def predict(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
+        """Predict a batch of raw inputs; one JSON-ready dict per input, in order."""
+        ...
+
+
+@runtime_checkable
+class Task(Protocol):
+    """A trainable task. See the module docstring for where each method runs."""
+
+    #: Unique task name, used as ``task=<name>`` and stored in checkpoints.
+    name: ClassVar[str] | str
+    #: Dataclass describing the ``task:`` config node (``data``, ``model``, ...).
+    config_class: ClassVar[type]
+    #: The metric that picks the best checkpoint, e.g. ``"val/accuracy"``.
+    default_metric: ClassVar[str] | str
+    #: ``"max"`` or ``"min"``: whether a higher ``default_metric`` is better.
+    metric_mode: ClassVar[str] | str
+
+    def check(self, cfg: Any) -> None:
+        """Validate data paths and columns in the driver; raise ``DataError``/``ConfigError``."""
+        ...
+
+    def build_data(self, cfg: Any, *, seed: int) -> DataBundle:
+        """Build the train and validation datasets (deterministic for a given seed)."""
+        ...
+
+    def build_model(self, cfg: Any, artifacts: Mapping[str, Any]) -> torch.nn.Module:
+        """Build an untrained model; ``artifacts`` come from ``build_data`` or a checkpoint."""
+        ...
+
+    def training_step(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        """Return the scalar loss for one batch (already on the worker's device)."""
+        ...
+
+    def build_metrics(self, cfg: Any, artifacts: Mapping[str, Any]) -> Any:
+        """Return a ``torchmetrics.MetricCollection`` (names without the ``val/`` prefix)."""
+        ...
+
+    def validation_step(self, model: torch.nn.Module, batch: Any, metrics: Any) -> torch.Tensor:
+        """Update ``metrics`` with one batch and return its scalar loss."""
+        ...
+
+    def build_predictor(
+        self,
+        model: torch.nn.Module,
+        cfg: Any,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
+    ) -> Predictor:
+        """Wrap a trained model (in eval mode, on ``device``) for prediction."""
+        ...
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """A registered task and the plugin it came from (what ``lepton plugins`` shows)."""
+
+    task: Task
+    plugin: str
+    distribution: str | None
+    version: str | None

@@ -1,0 +1,160 @@
+"""``lepton train``: from a typed config to a finished run directory, on Ray Train."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from engine.config import LeptonConfig, checkpoint_metric
+from engine.errors import CheckpointError, LeptonError, TrainingFailed
+from engine.run_dir import (
+    CONFIG_FILE,
+    RESULT_FILE,
+    RunSummary,
+    new_run_name,
+    read_result,
+    summarize,
+    write_json_atomic,
+)
+from engine.task import TaskInfo
+
+
+def resolve_run_dir(cfg: LeptonConfig) -> Path:
+    """The run directory for this invocation; checks resume/new-run consistency."""
+    root = Path(cfg.run.dir).expanduser().resolve()
+    if cfg.run.name:
+        run_dir = root / cfg.run.name
+    elif cfg.resume:
+        previous = _latest_run_of(root, cfg.task_name)
+        if previous is None:
+            raise CheckpointError(
+                f"resume=true but {root} holds no earlier {cfg.task_name} run.",
+                hint="Drop resume=true to start a new run, or set run.name=<run to continue>.",
+            )
+        run_dir = previous
+    else:
+        run_dir = root / new_run_name(cfg.task_name)
+    if cfg.resume and not run_dir.is_dir():
+        raise CheckpointError(
+            f"resume=true but run {run_dir} does not exist.",
+            hint=f"Check run.name and run.dir (runs there: {', '.join(_run_names(root)) or 'none'}).",
+        )
+    if not cfg.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+        raise CheckpointError(
+            f"Run {run_dir} already exists.",
+            hint="Add resume=true to continue it, or pick another run.name.",
+        )
+    return run_dir
+
+
+def _run_names(root: Path) -> list[str]:
+    return sorted(p.name for p in root.glob("*") if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
+
+
+def _latest_run_of(root: Path, task: str) -> Path | None:
+    runs = [p for p in root.glob(f"{task}-*") if (p / CONFIG_FILE).is_file()]
+    return max(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime) if runs else None
+
+
+def _worker_error(exc: BaseException) -> BaseException | None:
+    failures = getattr(exc, "worker_failures", None)
+    if failures:
+        first = failures[min(failures)]
+        return getattr(first, "cause", None) or first
+    return None
+
+
+def train(
+    cfg: LeptonConfig,
+    info: TaskInfo,
+    config_yaml: str,
+    *,
+    callbacks: Sequence[Any] = (),
+    echo: Callable[[str], None] = print,
+) -> RunSummary:
+    from engine.loop import LoopSpec, train_loop_per_worker
+    from engine.ray_cluster import check_fits, cluster_resources, ray_cluster
+
+    run_dir = resolve_run_dir(cfg)
+    metric, mode = checkpoint_metric(cfg, info)
+    if cfg.resume:
+        previous = read_result(run_dir)
+        if previous and previous.get("status") == "finished":
+            echo(f"Run {run_dir} already finished; nothing to do.")
+            return summarize(run_dir, metric, mode, "finished")
+
+    info.task.check(cfg.task)  # data problems surface before Ray starts
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+    started = time.time()
+    _write_status(run_dir, "running", started=started)
+
+    spec = LoopSpec(info=info, config=cfg, run_dir=str(run_dir), metric=metric, mode=mode, callbacks=list(callbacks))
+    echo(f"Run directory: {run_dir}")
+    try:
+        with ray_cluster(cfg.ray.address):
+            check_fits(cfg.scaling, cluster_resources())
+            trainer = _build_trainer(cfg, spec, run_dir, train_loop_per_worker)
+            trainer.fit()
+    except KeyboardInterrupt:
+        _write_status(run_dir, "interrupted", started=started)
+        raise
+    except LeptonError:
+        _write_status(run_dir, "failed", started=started)
+        raise
+    except Exception as exc:
+        _write_status(run_dir, "failed", started=started, error=str(exc).splitlines()[0])
+        cause = _worker_error(exc)
+        if isinstance(cause, LeptonError):
+            raise cause from None
+        detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+        raise TrainingFailed(
+            f"Training failed: {detail.strip().splitlines()[0] if detail.strip() else detail}",
+            hint=f"Checkpoints so far are in {run_dir}; rerun with run.name={run_dir.name} resume=true "
+            "to continue from the newest one.",
+        ) from exc
+
+    summary = summarize(run_dir, metric, mode, "finished")
+    _write_status(run_dir, "finished", started=started, summary=summary.as_dict())
+    return summary
+
+
+def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[..., Any]) -> Any:
+    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+    from ray.train.v2.api.config import LoggingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+
+    s, t = cfg.scaling, cfg.trainer
+    resources = {"CPU": s.cpus_per_worker}
+    if s.use_gpu:
+        resources["GPU"] = s.gpus_per_worker
+    return TorchTrainer(
+        loop,
+        train_loop_config={"spec": spec},
+        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo", timeout_s=t.collective_timeout_s),
+        scaling_config=ScalingConfig(
+            num_workers=s.num_workers,
+            use_gpu=s.use_gpu,
+            resources_per_worker=resources,
+            placement_strategy=s.placement_strategy,
+        ),
+        run_config=RunConfig(
+            name=run_dir.name,
+            storage_path=str(run_dir.parent),
+            failure_config=FailureConfig(max_failures=t.max_failures),
+            logging_config=LoggingConfig(log_level="WARNING"),
+            checkpoint_config=CheckpointConfig(
+                num_to_keep=t.keep_checkpoints,
+                checkpoint_score_attribute=spec.metric,
+                checkpoint_score_order=spec.mode,
+            ),
+        ),
+    )
+
+
+def _write_status(run_dir: Path, status: str, *, started: float, **extra: Any) -> None:
+    data = {"status": status, "pid": os.getpid(), "started": started, "updated": time.time(), **extra}
+    write_json_atomic(run_dir / RESULT_FILE, data)

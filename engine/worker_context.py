@@ -1,0 +1,135 @@
+"""Where the per-worker loop runs: inside Ray Train, or in this process.
+
+The loop talks to a :class:`WorkerContext` only, so the same code trains on a Ray
+Train worker (:class:`RayContext`) and in a plain process for unit tests and
+debugging (:class:`LocalContext`).
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from contextlib import contextmanager
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+class WorkerContext:
+    world_rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    node_id: str = "local"
+
+    @property
+    def device(self) -> torch.device:
+        raise NotImplementedError
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        """Every rank calls this once per epoch (a barrier under Ray Train)."""
+        raise NotImplementedError
+
+    @contextmanager
+    def restored_checkpoint(self) -> Iterator[Path | None]:
+        """The checkpoint this worker group was (re)started from, if any."""
+        yield None
+
+    def all_reduce_mean(self, value: float) -> float:
+        return value
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.world_rank == 0
+
+
+class LocalContext(WorkerContext):
+    """One process, no Ray: checkpoints are copied into ``run_dir`` like Ray would."""
+
+    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+        self.run_dir = Path(run_dir)
+        self._device = torch.device(device)
+        self.reports: list[dict[str, Any]] = []
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self._device)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        if checkpoint_dir is not None:
+            dest = self.run_dir / f"checkpoint_{len(self.reports):06d}"
+            tmp = dest.with_name(dest.name + ".partial")
+            shutil.copytree(checkpoint_dir, tmp)
+            tmp.rename(dest)  # visible only once whole
+            metrics = {**metrics, "checkpoint": str(dest)}
+        self.reports.append(metrics)
+
+
+class RayContext(WorkerContext):
+    """Inside a Ray Train worker (Train V2 API)."""
+
+    def __init__(self) -> None:
+        import logging
+
+        import ray.train
+
+        # Ray Train logs every report at INFO on the worker, whatever RunConfig says.
+        logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+        ctx = ray.train.get_context()
+        self.world_rank = ctx.get_world_rank()
+        self.world_size = ctx.get_world_size()
+        self.local_rank = ctx.get_local_rank()
+        self.node_id = ctx.get_node_rank() if hasattr(ctx, "get_node_rank") else "?"
+
+    @property
+    def device(self) -> torch.device:
+        import ray.train.torch
+
+        return ray.train.torch.get_device()
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        import ray.train.torch
+
+        return ray.train.torch.prepare_model(model)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        import ray.train
+
+        checkpoint = ray.train.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        ray.train.report(metrics, checkpoint=checkpoint)
+
+    @contextmanager
+    def restored_checkpoint(self) -> Iterator[Path | None]:
+        import ray.train
+
+        checkpoint = ray.train.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as path:
+            yield Path(path)
+
+    def all_reduce_mean(self, value: float) -> float:
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self.device)
+        dist.all_reduce(t)
+        return float(t.item()) / self.world_size
+
+
+@contextmanager
+def temporary_checkpoint_dir() -> Iterator[str]:
+    path = tempfile.mkdtemp(prefix="lepton-ckpt-")
+    try:
+        yield path
+    finally:
+        shutil.rmtree(path, ignore_errors=True)

@@ -1,0 +1,52 @@
+"""Typed schema of the ``task:`` node for ``task=vision``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+FORMATS = ("digits", "imagefolder", "cifar10")
+MODELS = ("small_cnn", "resnet18")
+
+
+@dataclass
+class AugmentConfig:
+    random_crop: bool = True
+    crop_padding: int = 1
+    hflip: bool = False
+    rotation: float = 10.0
+
+
+@dataclass
+class VisionDataConfig:
+    format: str = "digits"
+    path: str | None = None
+    val_fraction: float = 0.2
+    image_size: int | None = None
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+
+    def __post_init__(self) -> None:
+        if self.format not in FORMATS:
+            raise ValueError(
+                f"task.data.format={self.format!r} is not a vision format; allowed: {', '.join(FORMATS)}"
+            )
+        if not 0.0 < self.val_fraction < 1.0:
+            raise ValueError(f"task.data.val_fraction={self.val_fraction} must be between 0 and 1")
+        if self.image_size is not None and self.image_size < 4:
+            raise ValueError(f"task.data.image_size={self.image_size} must be at least 4")
+
+
+@dataclass
+class VisionModelConfig:
+    name: str = "small_cnn"
+    width: int = 32
+    dropout: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in MODELS:
+            raise ValueError(f"task.model.name={self.name!r} is unknown; allowed: {', '.join(MODELS)}")
+
+
+@dataclass
+class VisionConfig:
+    data: VisionDataConfig = field(default_factory=VisionDataConfig)
+    model: VisionModelConfig = field(default_factory=VisionModelConfig)

@@ -1,0 +1,275 @@
+"""Image datasets for the vision task: digits, image folders and CIFAR-10, no downloads.
+
+Every format yields the same thing: a ``uint8`` tensor ``C×H×W`` per image, turned
+into a normalised float tensor by :func:`to_model_input` (the predictor uses the same
+function, so training and prediction see identical pixels).
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from engine.errors import DataError
+from lepton_vision.config import AugmentConfig, VisionDataConfig
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+
+
+@dataclass
+class ImageSource:
+    """Images (as uint8 C×H×W tensors, or file paths) with integer labels."""
+
+    images: Any  # torch.Tensor (N, C, H, W) uint8, or list[Path]
+    labels: list[int]
+
+
+def to_model_input(image: torch.Tensor, mean: list[float], std: list[float]) -> torch.Tensor:
+    x = image.float().div(255.0)
+    m = torch.tensor(mean, dtype=x.dtype).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=x.dtype).view(-1, 1, 1)
+    return (x - m) / s
+
+
+def load_image_file(path: Path, channels: int, size: int) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+    from torchvision.transforms.functional import pil_to_tensor
+
+    try:
+        with Image.open(path) as img:
+            img = img.convert("L" if channels == 1 else "RGB")
+            if img.size != (size, size):
+                img = img.resize((size, size), Image.BILINEAR)
+            return pil_to_tensor(img)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"Cannot read image {path}: {exc}") from None
+
+
+def build_augment(cfg: AugmentConfig, size: int) -> Any:
+    from torchvision.transforms import v2
+
+    steps: list[Any] = []
+    if cfg.random_crop and cfg.crop_padding > 0:
+        steps.append(v2.RandomCrop(size, padding=cfg.crop_padding, padding_mode="edge"))
+    if cfg.hflip:
+        steps.append(v2.RandomHorizontalFlip())
+    if cfg.rotation > 0:
+        steps.append(v2.RandomRotation(cfg.rotation))
+    return v2.Compose(steps) if steps else None
+
+
+class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
+    def __init__(
+        self, source: ImageSource, *, channels: int, size: int, mean: list[float], std: list[float], augment: Any = None
+    ) -> None:
+        self.source, self.channels, self.size = source, channels, size
+        self.mean, self.std, self.augment = mean, std, augment
+
+    def __len__(self) -> int:
+        return len(self.source.labels)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        images = self.source.images
+        if isinstance(images, torch.Tensor):
+            image = images[index]
+        else:
+            image = load_image_file(images[index], self.channels, self.size)
+        if self.augment is not None:
+            image = self.augment(image)
+        return to_model_input(image, self.mean, self.std), self.source.labels[index]
+
+
+@dataclass
+class LoadedImages:
+    train: ImageSource
+    val: ImageSource
+    class_names: list[str]
+    channels: int
+    size: int
+
+
+# -- digits (scikit-learn, ships with the package) --------------------------------
+
+
+def load_digits_split(cfg: VisionDataConfig, seed: int) -> LoadedImages:
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    images = np.clip(digits.images * (255.0 / 16.0), 0, 255).astype(np.uint8)  # (N, 8, 8)
+    size = cfg.image_size or 8
+    tensor = torch.from_numpy(images).unsqueeze(1)
+    if size != 8:
+        tensor = torch.nn.functional.interpolate(tensor.float(), size=(size, size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+    labels = digits.target.tolist()
+    order = np.random.default_rng(seed).permutation(len(labels))
+    n_val = int(round(len(labels) * cfg.val_fraction))
+    val_idx, train_idx = order[:n_val], order[n_val:]
+    return LoadedImages(
+        train=ImageSource(tensor[train_idx], [labels[i] for i in train_idx]),
+        val=ImageSource(tensor[val_idx], [labels[i] for i in val_idx]),
+        class_names=[str(i) for i in range(10)],
+        channels=1,
+        size=size,
+    )
+
+
+# -- image folders ----------------------------------------------------------------
+
+
+def _list_images(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+def scan_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
+    """Check an ImageFolder layout (``train/`` and ``val/``, one folder per class)."""
+    if not root.is_dir():
+        raise DataError(
+            f"Image folder {root} does not exist.",
+            hint="Set task.data.path to a directory holding train/ and val/ with one subfolder per class.",
+        )
+    splits: dict[str, list[tuple[Path, int]]] = {}
+    class_names: list[str] | None = None
+    for split in ("train", "val"):
+        split_dir = root / split
+        if not split_dir.is_dir():
+            raise DataError(
+                f"Image folder {root} has no {split}/ subfolder.",
+                hint="Lay it out as <path>/train/<class>/*.png and <path>/val/<class>/*.png.",
+            )
+        names = sorted(p.name for p in split_dir.iterdir() if p.is_dir())
+        if split == "train":
+            class_names = names
+        if not names:
+            raise DataError(f"{split_dir} has no class subfolders.", hint="Put each class's images in its own folder.")
+        assert class_names is not None
+        unknown = sorted(set(names) - set(class_names))
+        if unknown:
+            raise DataError(f"{split_dir} has classes not in train/: {', '.join(unknown)}.")
+        items = []
+        for name in names:
+            for path in _list_images(split_dir / name):
+                items.append((path, class_names.index(name)))
+        if not items:
+            raise DataError(
+                f"{split_dir} holds no images (looked for {', '.join(IMAGE_SUFFIXES)}).",
+                hint="Check task.data.path points at the right folder.",
+            )
+        splits[split] = items
+    assert class_names is not None
+    return class_names, splits
+
+
+def _infer_channels(path: Path) -> int:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as img:
+            return 1 if img.mode in ("1", "L", "I", "I;16", "F") else 3
+    except OSError as exc:
+        raise DataError(f"Cannot read image {path}: {exc}") from None
+
+
+def load_image_folder(cfg: VisionDataConfig) -> LoadedImages:
+    assert cfg.path is not None
+    class_names, splits = scan_image_folder(Path(cfg.path))
+    first = splits["train"][0][0]
+    channels = _infer_channels(first)
+    return LoadedImages(
+        train=ImageSource([p for p, _ in splits["train"]], [y for _, y in splits["train"]]),
+        val=ImageSource([p for p, _ in splits["val"]], [y for _, y in splits["val"]]),
+        class_names=class_names,
+        channels=channels,
+        size=cfg.image_size or 32,
+    )
+
+
+# -- CIFAR-10 (local copy; binary or python version) --------------------------------
+
+
+def _cifar_dir(path: Path) -> tuple[Path, str]:
+    for candidate in (path, path / "cifar-10-batches-bin", path / "cifar-10-batches-py"):
+        if (candidate / "data_batch_1.bin").is_file():
+            return candidate, "bin"
+        if (candidate / "data_batch_1").is_file():
+            return candidate, "py"
+    raise DataError(
+        f"No CIFAR-10 files under {path}.",
+        hint="Point task.data.path at the extracted cifar-10-batches-bin (or -py) directory; "
+        "nothing is downloaded at run time.",
+    )
+
+
+def _read_cifar_bin(file: Path) -> tuple[np.ndarray, list[int]]:
+    raw = np.fromfile(file, dtype=np.uint8)
+    if raw.size % 3073:
+        raise DataError(f"{file} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073).")
+    rows = raw.reshape(-1, 3073)
+    return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(int).tolist()
+
+
+def _read_cifar_py(file: Path) -> tuple[np.ndarray, list[int]]:
+    # The python version of CIFAR-10 is distributed as pickles; it is the user's own data file.
+    with open(file, "rb") as fh:
+        batch = pickle.load(fh, encoding="bytes")
+    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
+    return data, list(batch[b"labels"])
+
+
+def load_cifar10(cfg: VisionDataConfig) -> LoadedImages:
+    assert cfg.path is not None
+    folder, kind = _cifar_dir(Path(cfg.path))
+    reader = _read_cifar_bin if kind == "bin" else _read_cifar_py
+    suffix = ".bin" if kind == "bin" else ""
+    train_files = sorted(folder.glob(f"data_batch_*{suffix}"))
+    test_file = folder / f"test_batch{suffix}"
+    if not test_file.is_file():
+        raise DataError(f"CIFAR-10 directory {folder} has no test_batch{suffix} (used for validation).")
+    parts = [reader(f) for f in train_files]
+    train_x = np.concatenate([p[0] for p in parts])
+    train_y = [y for p in parts for y in p[1]]
+    val_x, val_y = reader(test_file)
+    size = cfg.image_size or 32
+    to_t = lambda a: _resize(torch.from_numpy(np.ascontiguousarray(a)), size)  # noqa: E731
+    return LoadedImages(
+        train=ImageSource(to_t(train_x), train_y),
+        val=ImageSource(to_t(val_x), val_y),
+        class_names=list(CIFAR10_CLASSES),
+        channels=3,
+        size=size,
+    )
+
+
+def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    if images.shape[-1] == size:
+        return images
+    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+
+
+def load_images(cfg: VisionDataConfig, seed: int) -> LoadedImages:
+    if cfg.format == "digits":
+        return load_digits_split(cfg, seed)
+    if cfg.format == "imagefolder":
+        return load_image_folder(cfg)
+    return load_cifar10(cfg)
+
+
+def channel_stats(source: ImageSource, channels: int, size: int, limit: int = 2000) -> tuple[list[float], list[float]]:
+    """Per-channel mean/std of (up to ``limit``) training images, for normalisation."""
+    images = source.images
+    if isinstance(images, torch.Tensor):
+        sample = images[:limit].float() / 255.0
+    else:
+        step = max(1, len(images) // limit)
+        sample = torch.stack([load_image_file(p, channels, size) for p in images[::step][:limit]]).float() / 255.0
+    mean = sample.mean(dim=(0, 2, 3)).tolist()
+    std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
+    return [round(m, 6) for m in mean], [round(s, 6) for s in std]
