@@ -49,7 +49,10 @@ def _flatten(obj: Any, tensors: dict[str, Any], prefix: str) -> Any:
         return {"__tensor__": key}
     if isinstance(obj, dict):
         return {
-            "__dict__": [[k, _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))] for k, v in obj.items()]
+            "__dict__": [
+                [k, _flatten(v, tensors, f"{prefix}.{k}" if prefix else str(k))]
+                for k, v in obj.items()
+            ]
         }
     if isinstance(obj, (list, tuple)):
         items = [_flatten(v, tensors, f"{prefix}.{i}") for i, v in enumerate(obj)]

@@ -38,9 +38,15 @@ def _parser() -> argparse.ArgumentParser:
         help="train a task on Ray Train",
         description="Train a task. Arguments are Hydra overrides: key=value, group=option, +key=value.",
     )
-    train.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="e.g. task=vision trainer.epochs=3")
     train.add_argument(
-        "--cfg", "-c", choices=["job"], default=None, help="print the composed config (job) and exit"
+        "overrides", nargs="*", metavar="OVERRIDE", help="e.g. task=vision trainer.epochs=3"
+    )
+    train.add_argument(
+        "--cfg",
+        "-c",
+        choices=["job"],
+        default=None,
+        help="print the composed config (job) and exit",
     )
 
     plugins = sub.add_parser("plugins", help="list installed plugins, their tasks and config dirs")
@@ -118,15 +124,16 @@ def cmd_plugins(as_json: bool) -> int:
         print(json.dumps({"plugins": rows, "problems": problems}, indent=2))
         return 0
     table = [("PLUGIN", "VERSION", "TASKS", "CONFIG DIR")]
-    for r in rows:
-        table.append((r["plugin"], r["version"] or "-", ",".join(r["tasks"]) or "-", ",".join(r["config_dirs"]) or "-"))
+    for p in registry.plugins.values():
+        dirs = ",".join(str(d) for d in p.config_dirs)
+        table.append((p.name, p.version or "-", ",".join(p.tasks) or "-", dirs or "-"))
     widths = [max(len(row[i]) for row in table) for i in range(3)]
     for row in table:
         print("  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:3])) + "  " + row[3])
     if not rows:
         print("(no plugins installed)")
-    for p in problems:
-        print(f"BROKEN  {p['plugin']}: {p['error']}")
+    for problem in registry.problems:
+        print(f"BROKEN  {problem.plugin}: {problem.reason}")
     return 0
 
 

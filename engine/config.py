@@ -44,6 +44,7 @@ class TrainerConfig:
     checkpoint_every: int = 1
     keep_checkpoints: int = 2
     checkpoint_metric: str | None = None
+    checkpoint_mode: str | None = None
     data_workers: int = 0
     log_every_n_steps: int = 0
 
@@ -155,6 +156,16 @@ def _missing_config_error(exc: Exception, registry: PluginRegistry) -> ConfigErr
             f"Unknown task {bad!r}. Installed tasks: {_installed_tasks(registry)}.",
             hint="Pick one with task=<name>; `lepton plugins` lists plugins and their tasks.",
         )
+    if "Could not find '" in text:
+        missing = text.split("Could not find '")[1].split("'")[0]
+        group, _, option = missing.rpartition("/")
+        options = sorted(
+            {p.stem for d in [CONF_DIR, *registry.config_dirs] for p in (d / group).glob("*.yaml")}
+        )
+        return ConfigError(
+            f"No option {option!r} in config group {group!r}.",
+            hint=f"Available: {', '.join(options) or 'none'}.",
+        )
     first = text.strip().splitlines()[0]
     return ConfigError(f"Config group option not found: {first}")
 
@@ -191,9 +202,9 @@ def to_typed(cfg: DictConfig, registry: PluginRegistry) -> tuple[LeptonConfig, T
     task_name = str(task_node.name)
     info = registry.get_task(task_name)
 
-    engine_part = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "task"])
+    engine_part = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "task"])
     engine = _merge_into(EngineSections, engine_part, prefix="")
-    task_part = OmegaConf.masked_copy(task_node, [k for k in task_node if k != "name"])
+    task_part = OmegaConf.masked_copy(task_node, [str(k) for k in task_node if k != "name"])
     task_cfg = _merge_into(info.task.config_class, task_part, prefix="task.")
 
     typed = LeptonConfig(
@@ -270,6 +281,8 @@ def validate(cfg: LeptonConfig, info: TaskInfo) -> None:
     _choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
     _choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
     _choice("logger.name", cfg.logger.name, LOGGERS)
+    if t.checkpoint_mode is not None:
+        _choice("trainer.checkpoint_mode", t.checkpoint_mode, ("max", "min"))
     _positive("trainer.epochs", t.epochs)
     _positive("trainer.batch_size", t.batch_size)
     _positive("trainer.grad_accum_steps", t.grad_accum_steps)
@@ -299,10 +312,17 @@ def validate(cfg: LeptonConfig, info: TaskInfo) -> None:
 def checkpoint_metric(cfg: LeptonConfig, info: TaskInfo) -> tuple[str, str]:
     """The metric and mode ('max'/'min') that rank checkpoints."""
     task = info.task
-    if cfg.trainer.checkpoint_metric in (None, task.default_metric):
-        return task.default_metric, task.metric_mode
+    default, mode = task.default_metric, task.metric_mode
+    metric_for = getattr(task, "metric_for", None)
+    if callable(metric_for):  # optional: a task whose metric depends on its config
+        default, mode = metric_for(cfg.task)
+    if cfg.trainer.checkpoint_metric in (None, default):
+        return default, mode
     name = cfg.trainer.checkpoint_metric
-    return name, ("min" if "loss" in name else "max")
+    if cfg.trainer.checkpoint_mode:
+        return name, cfg.trainer.checkpoint_mode
+    lower_is_better = any(w in name for w in ("loss", "rmse", "mae", "mse", "error"))
+    return name, "min" if lower_is_better else "max"
 
 
 def to_yaml(cfg: DictConfig) -> str:

@@ -47,7 +47,7 @@ def lepton_register_tasks(register: RegisterTask) -> None:
 
 
 @hookspec
-def lepton_config_dirs() -> list[str | Path]:
+def lepton_config_dirs() -> list[str | Path]:  # type: ignore[empty-body]
     """Return directories to add to Hydra's config search path.
 
     Called in the driver when the configuration is composed. Each directory is laid

@@ -77,7 +77,11 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
         return {k: move_to_device(v, device) for k, v in batch.items()}
     if isinstance(batch, (list, tuple)):
         moved = [move_to_device(v, device) for v in batch]
-        return type(batch)(moved) if isinstance(batch, tuple) and not hasattr(batch, "_fields") else moved
+        return (
+            type(batch)(moved)
+            if isinstance(batch, tuple) and not hasattr(batch, "_fields")
+            else moved
+        )
     return batch
 
 
@@ -92,7 +96,8 @@ def batch_size_of(batch: Any) -> int:
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    return model.module if hasattr(model, "module") else model
+    inner = getattr(model, "module", model)
+    return inner if isinstance(inner, torch.nn.Module) else model
 
 
 def _resume_point(spec: LoopSpec, ctx: WorkerContext) -> Path | None:
@@ -147,27 +152,42 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     generator = torch.Generator().manual_seed(cfg.seed)
     if ctx.world_size > 1:
         sampler: Any = DistributedSampler(
-            bundle.train, num_replicas=ctx.world_size, rank=ctx.world_rank, shuffle=True, seed=cfg.seed
+            bundle.train,
+            num_replicas=ctx.world_size,
+            rank=ctx.world_rank,
+            shuffle=True,
+            seed=cfg.seed,
         )
         train_loader = DataLoader(
-            bundle.train, batch_size=t.batch_size, sampler=sampler,
-            collate_fn=bundle.collate_fn, num_workers=t.data_workers,
+            bundle.train,
+            batch_size=t.batch_size,
+            sampler=sampler,
+            collate_fn=bundle.collate_fn,
+            num_workers=t.data_workers,
         )
     else:
         sampler = None
         train_loader = DataLoader(
-            bundle.train, batch_size=t.batch_size, shuffle=True, generator=generator,
-            collate_fn=bundle.collate_fn, num_workers=t.data_workers,
+            bundle.train,
+            batch_size=t.batch_size,
+            shuffle=True,
+            generator=generator,
+            collate_fn=bundle.collate_fn,
+            num_workers=t.data_workers,
         )
     val_loader = DataLoader(
         _val_subset(bundle.val, ctx.world_rank, ctx.world_size),
-        batch_size=t.batch_size, shuffle=False, collate_fn=bundle.collate_fn,
+        batch_size=t.batch_size,
+        shuffle=False,
+        collate_fn=bundle.collate_fn,
         num_workers=t.data_workers,
     )
 
     steps_per_epoch = max(1, len(train_loader) // t.grad_accum_steps)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
-    scheduler = build_scheduler(optimizer, cfg.scheduler, steps_per_epoch=steps_per_epoch, epochs=t.epochs)
+    scheduler = build_scheduler(
+        optimizer, cfg.scheduler, steps_per_epoch=steps_per_epoch, epochs=t.epochs
+    )
     precision = plan_precision(t.precision, device)
     scaler = precision.grad_scaler()
     metrics = task.build_metrics(cfg.task, bundle.artifacts).to(device)
@@ -225,8 +245,15 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
                 global_step += 1
                 for cb in spec.callbacks:
                     cb.on_step_end(ctx, epoch, global_step)
-                if t.log_every_n_steps and global_step % t.log_every_n_steps == 0 and ctx.is_rank_zero:
-                    print(f"[lepton] epoch {epoch + 1} step {global_step} loss {loss_sum / loss_count:.4f}", flush=True)
+                if (
+                    t.log_every_n_steps
+                    and global_step % t.log_every_n_steps == 0
+                    and ctx.is_rank_zero
+                ):
+                    print(
+                        f"[lepton] epoch {epoch + 1} step {global_step} loss {loss_sum / loss_count:.4f}",
+                        flush=True,
+                    )
         train_time = time.perf_counter() - started
 
         val_loss = _validate(task, plain_model, val_loader, metrics, device, precision)
@@ -279,7 +306,14 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     return rows
 
 
-def _validate(task: Any, model: torch.nn.Module, loader: DataLoader, metrics: Any, device: torch.device, precision: Any) -> float:
+def _validate(
+    task: Any,
+    model: torch.nn.Module,
+    loader: DataLoader,
+    metrics: Any,
+    device: torch.device,
+    precision: Any,
+) -> float:
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():

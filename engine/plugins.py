@@ -205,9 +205,12 @@ def _unknown_hooks(module: object) -> list[str]:
     names = []
     for attr in dir(module):
         obj = getattr(module, attr, None)
-        if attr.startswith("lepton_") and callable(obj) and hasattr(obj, f"{hookspecs.PROJECT_NAME}_impl"):
-            if attr not in known:
-                names.append(attr)
+        if (
+            attr.startswith("lepton_")
+            and callable(obj)
+            and hasattr(obj, f"{hookspecs.PROJECT_NAME}_impl")
+        ) and attr not in known:
+            names.append(attr)
     return names
 
 

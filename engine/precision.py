@@ -39,14 +39,20 @@ def plan_precision(precision: str, device: torch.device) -> PrecisionPlan:
     if precision == "bf16-mixed":
         if kind == "cuda" and not torch.cuda.is_bf16_supported():
             return PrecisionPlan(
-                precision, kind, torch.float16, True,
+                precision,
+                kind,
+                torch.float16,
+                True,
                 note="this GPU has no bfloat16; using 16-mixed with a grad scaler",
             )
         return PrecisionPlan(precision, kind, torch.bfloat16, False)
     if precision == "16-mixed":
         if kind != "cuda":
             return PrecisionPlan(
-                precision, kind, None, False,
+                precision,
+                kind,
+                None,
+                False,
                 note="16-mixed needs a GPU; training in full precision on CPU",
             )
         return PrecisionPlan(precision, kind, torch.float16, True)

@@ -61,7 +61,9 @@ def cluster_resources() -> ClusterResources:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
     gpus = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
-    return ClusterResources(sum(cpus), sum(gpus), len(nodes), max(cpus, default=0), max(gpus, default=0))
+    return ClusterResources(
+        sum(cpus), sum(gpus), len(nodes), max(cpus, default=0), max(gpus, default=0)
+    )
 
 
 def check_fits(scaling: ScalingConfig, res: ClusterResources) -> None:

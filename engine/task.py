@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, ClassVar, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     import torch
@@ -62,13 +62,17 @@ class Task(Protocol):
     """A trainable task. See the module docstring for where each method runs."""
 
     #: Unique task name, used as ``task=<name>`` and stored in checkpoints.
-    name: ClassVar[str] | str
+    name: str
     #: Dataclass describing the ``task:`` config node (``data``, ``model``, ...).
-    config_class: ClassVar[type]
+    config_class: type
     #: The metric that picks the best checkpoint, e.g. ``"val/accuracy"``.
-    default_metric: ClassVar[str] | str
+    default_metric: str
     #: ``"max"`` or ``"min"``: whether a higher ``default_metric`` is better.
-    metric_mode: ClassVar[str] | str
+    metric_mode: str
+
+    # Optional: ``metric_for(cfg) -> (metric, mode)`` when the metric that ranks
+    # checkpoints depends on the task config (e.g. rmse for explicit ratings, ndcg for
+    # implicit feedback). Without it, ``default_metric``/``metric_mode`` apply.
 
     def check(self, cfg: Any) -> None:
         """Validate data paths and columns in the driver; raise ``DataError``/``ConfigError``."""

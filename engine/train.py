@@ -51,7 +51,11 @@ def resolve_run_dir(cfg: LeptonConfig) -> Path:
 
 
 def _run_names(root: Path) -> list[str]:
-    return sorted(p.name for p in root.glob("*") if (p / CONFIG_FILE).is_file()) if root.is_dir() else []
+    return (
+        sorted(p.name for p in root.glob("*") if (p / CONFIG_FILE).is_file())
+        if root.is_dir()
+        else []
+    )
 
 
 def _latest_run_of(root: Path, task: str) -> Path | None:
@@ -92,7 +96,14 @@ def train(
     started = time.time()
     _write_status(run_dir, "running", started=started)
 
-    spec = LoopSpec(info=info, config=cfg, run_dir=str(run_dir), metric=metric, mode=mode, callbacks=list(callbacks))
+    spec = LoopSpec(
+        info=info,
+        config=cfg,
+        run_dir=str(run_dir),
+        metric=metric,
+        mode=mode,
+        callbacks=list(callbacks),
+    )
     echo(f"Run directory: {run_dir}")
     try:
         with ray_cluster(cfg.ray.address):
@@ -124,8 +135,8 @@ def train(
 
 def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[..., Any]) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.v2.api.config import LoggingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.train.v2.api.config import LoggingConfig
 
     s, t = cfg.scaling, cfg.trainer
     resources = {"CPU": s.cpus_per_worker}
@@ -134,14 +145,16 @@ def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[.
     return TorchTrainer(
         loop,
         train_loop_config={"spec": spec},
-        torch_config=TorchConfig(backend="nccl" if s.use_gpu else "gloo", timeout_s=t.collective_timeout_s),
+        torch_config=TorchConfig(
+            backend="nccl" if s.use_gpu else "gloo", timeout_s=t.collective_timeout_s
+        ),
         scaling_config=ScalingConfig(
             num_workers=s.num_workers,
             use_gpu=s.use_gpu,
             resources_per_worker=resources,
             placement_strategy=s.placement_strategy,
         ),
-        run_config=RunConfig(
+        run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees the V1 signature
             name=run_dir.name,
             storage_path=str(run_dir.parent),
             failure_config=FailureConfig(max_failures=t.max_failures),
@@ -156,5 +169,11 @@ def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[.
 
 
 def _write_status(run_dir: Path, status: str, *, started: float, **extra: Any) -> None:
-    data = {"status": status, "pid": os.getpid(), "started": started, "updated": time.time(), **extra}
+    data = {
+        "status": status,
+        "pid": os.getpid(),
+        "started": started,
+        "updated": time.time(),
+        **extra,
+    }
     write_json_atomic(run_dir / RESULT_FILE, data)

@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from contextlib import contextmanager
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -64,7 +65,7 @@ class LocalContext(WorkerContext):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir is not None:
-            dest = self.run_dir / f"checkpoint_{len(self.reports):06d}"
+            dest = self.run_dir / f"checkpoint_epoch{metrics.get('epoch', 0):04d}_{time.time_ns()}"
             tmp = dest.with_name(dest.name + ".partial")
             shutil.copytree(checkpoint_dir, tmp)
             tmp.rename(dest)  # visible only once whole

@@ -43,7 +43,9 @@ class VisionModelConfig:
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
-            raise ValueError(f"task.model.name={self.name!r} is unknown; allowed: {', '.join(MODELS)}")
+            raise ValueError(
+                f"task.model.name={self.name!r} is unknown; allowed: {', '.join(MODELS)}"
+            )
 
 
 @dataclass

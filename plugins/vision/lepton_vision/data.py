@@ -21,7 +21,16 @@ from lepton_vision.config import AugmentConfig, VisionDataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
 CIFAR10_CLASSES = [
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 ]
 
 
@@ -69,7 +78,14 @@ def build_augment(cfg: AugmentConfig, size: int) -> Any:
 
 class ImageDataset(Dataset[tuple[torch.Tensor, int]]):
     def __init__(
-        self, source: ImageSource, *, channels: int, size: int, mean: list[float], std: list[float], augment: Any = None
+        self,
+        source: ImageSource,
+        *,
+        channels: int,
+        size: int,
+        mean: list[float],
+        std: list[float],
+        augment: Any = None,
     ) -> None:
         self.source, self.channels, self.size = source, channels, size
         self.mean, self.std, self.augment = mean, std, augment
@@ -108,7 +124,12 @@ def load_digits_split(cfg: VisionDataConfig, seed: int) -> LoadedImages:
     size = cfg.image_size or 8
     tensor = torch.from_numpy(images).unsqueeze(1)
     if size != 8:
-        tensor = torch.nn.functional.interpolate(tensor.float(), size=(size, size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+        tensor = (
+            torch.nn.functional.interpolate(tensor.float(), size=(size, size), mode="bilinear")
+            .round()
+            .clamp(0, 255)
+            .to(torch.uint8)
+        )
     labels = digits.target.tolist()
     order = np.random.default_rng(seed).permutation(len(labels))
     n_val = int(round(len(labels) * cfg.val_fraction))
@@ -126,7 +147,9 @@ def load_digits_split(cfg: VisionDataConfig, seed: int) -> LoadedImages:
 
 
 def _list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def scan_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path, int]]]]:
@@ -149,7 +172,10 @@ def scan_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path,
         if split == "train":
             class_names = names
         if not names:
-            raise DataError(f"{split_dir} has no class subfolders.", hint="Put each class's images in its own folder.")
+            raise DataError(
+                f"{split_dir} has no class subfolders.",
+                hint="Put each class's images in its own folder.",
+            )
         assert class_names is not None
         unknown = sorted(set(names) - set(class_names))
         if unknown:
@@ -211,7 +237,9 @@ def _cifar_dir(path: Path) -> tuple[Path, str]:
 def _read_cifar_bin(file: Path) -> tuple[np.ndarray, list[int]]:
     raw = np.fromfile(file, dtype=np.uint8)
     if raw.size % 3073:
-        raise DataError(f"{file} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073).")
+        raise DataError(
+            f"{file} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073)."
+        )
     rows = raw.reshape(-1, 3073)
     return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(int).tolist()
 
@@ -232,7 +260,9 @@ def load_cifar10(cfg: VisionDataConfig) -> LoadedImages:
     train_files = sorted(folder.glob(f"data_batch_*{suffix}"))
     test_file = folder / f"test_batch{suffix}"
     if not test_file.is_file():
-        raise DataError(f"CIFAR-10 directory {folder} has no test_batch{suffix} (used for validation).")
+        raise DataError(
+            f"CIFAR-10 directory {folder} has no test_batch{suffix} (used for validation)."
+        )
     parts = [reader(f) for f in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = [y for p in parts for y in p[1]]
@@ -251,7 +281,12 @@ def load_cifar10(cfg: VisionDataConfig) -> LoadedImages:
 def _resize(images: torch.Tensor, size: int) -> torch.Tensor:
     if images.shape[-1] == size:
         return images
-    return torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear").round().clamp(0, 255).to(torch.uint8)
+    return (
+        torch.nn.functional.interpolate(images.float(), size=(size, size), mode="bilinear")
+        .round()
+        .clamp(0, 255)
+        .to(torch.uint8)
+    )
 
 
 def load_images(cfg: VisionDataConfig, seed: int) -> LoadedImages:
@@ -262,14 +297,21 @@ def load_images(cfg: VisionDataConfig, seed: int) -> LoadedImages:
     return load_cifar10(cfg)
 
 
-def channel_stats(source: ImageSource, channels: int, size: int, limit: int = 2000) -> tuple[list[float], list[float]]:
+def channel_stats(
+    source: ImageSource, channels: int, size: int, limit: int = 2000
+) -> tuple[list[float], list[float]]:
     """Per-channel mean/std of (up to ``limit``) training images, for normalisation."""
     images = source.images
     if isinstance(images, torch.Tensor):
         sample = images[:limit].float() / 255.0
     else:
         step = max(1, len(images) // limit)
-        sample = torch.stack([load_image_file(p, channels, size) for p in images[::step][:limit]]).float() / 255.0
+        sample = (
+            torch.stack(
+                [load_image_file(p, channels, size) for p in images[::step][:limit]]
+            ).float()
+            / 255.0
+        )
     mean = sample.mean(dim=(0, 2, 3)).tolist()
     std = sample.std(dim=(0, 2, 3)).clamp_min(1e-3).tolist()
     return [round(m, 6) for m in mean], [round(s, 6) for s in std]

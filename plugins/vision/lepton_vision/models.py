@@ -9,11 +9,17 @@ from lepton_vision.config import VisionModelConfig
 
 
 def _block(c_in: int, c_out: int) -> nn.Sequential:
-    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1, bias=False), nn.BatchNorm2d(c_out), nn.ReLU(inplace=True))
+    return nn.Sequential(
+        nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
+        nn.BatchNorm2d(c_out),
+        nn.ReLU(inplace=True),
+    )
 
 
 class SmallCNN(nn.Module):
-    def __init__(self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.1) -> None:
+    def __init__(
+        self, in_channels: int, num_classes: int, width: int = 32, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.features = nn.Sequential(
             _block(in_channels, width),
@@ -24,7 +30,9 @@ class SmallCNN(nn.Module):
             nn.MaxPool2d(2),
             nn.AdaptiveAvgPool2d(1),
         )
-        self.head = nn.Sequential(nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, num_classes))
+        self.head = nn.Sequential(
+            nn.Flatten(), nn.Dropout(dropout), nn.Linear(2 * width, num_classes)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

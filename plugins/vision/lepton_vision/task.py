@@ -44,7 +44,9 @@ class VisionTask:
         loaded = load_images(cfg.data, seed)
         mean, std = channel_stats(loaded.train, loaded.channels, loaded.size)
         common = dict(channels=loaded.channels, size=loaded.size, mean=mean, std=std)
-        train = ImageDataset(loaded.train, augment=build_augment(cfg.data.augment, loaded.size), **common)  # type: ignore[arg-type]
+        train = ImageDataset(
+            loaded.train, augment=build_augment(cfg.data.augment, loaded.size), **common
+        )  # type: ignore[arg-type]
         val = ImageDataset(loaded.val, **common)  # type: ignore[arg-type]
         artifacts = {
             "class_names": loaded.class_names,
@@ -90,7 +92,11 @@ class VisionTask:
         return F.cross_entropy(logits.float(), y)
 
     def build_predictor(
-        self, model: torch.nn.Module, cfg: VisionConfig, artifacts: Mapping[str, Any], device: torch.device
+        self,
+        model: torch.nn.Module,
+        cfg: VisionConfig,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
     ) -> VisionPredictor:
         return VisionPredictor(model, artifacts, device)
 
@@ -98,7 +104,9 @@ class VisionTask:
 class VisionPredictor:
     """Images in (file paths, PIL images, or uint8 arrays H×W[×C]); label and probabilities out."""
 
-    def __init__(self, model: torch.nn.Module, artifacts: Mapping[str, Any], device: torch.device) -> None:
+    def __init__(
+        self, model: torch.nn.Module, artifacts: Mapping[str, Any], device: torch.device
+    ) -> None:
         self.model = model.eval()
         self.device = device
         self.class_names: list[str] = list(artifacts["class_names"])
@@ -126,9 +134,18 @@ class VisionPredictor:
                 raise DataError(f"Image array has shape {array.shape}; expected H×W or H×W×C.")
             t = torch.from_numpy(np.ascontiguousarray(array)).permute(2, 0, 1)
             if t.shape[0] != self.channels:
-                t = t.float().mean(0, keepdim=True).to(torch.uint8) if self.channels == 1 else t[:1].expand(3, -1, -1)
+                t = (
+                    t.float().mean(0, keepdim=True).to(torch.uint8)
+                    if self.channels == 1
+                    else t[:1].expand(3, -1, -1)
+                )
             if t.shape[1:] != (self.size, self.size):
-                t = F.interpolate(t[None].float(), size=(self.size, self.size), mode="bilinear")[0].round().clamp(0, 255).to(torch.uint8)
+                t = (
+                    F.interpolate(t[None].float(), size=(self.size, self.size), mode="bilinear")[0]
+                    .round()
+                    .clamp(0, 255)
+                    .to(torch.uint8)
+                )
             image = t
         return to_model_input(image, self.mean, self.std)
 
@@ -146,7 +163,9 @@ class VisionPredictor:
                     "label": self.class_names[idx],
                     "label_index": idx,
                     "score": float(row[idx]),
-                    "probabilities": {n: float(p) for n, p in zip(self.class_names, row.tolist())},
+                    "probabilities": {
+                        n: float(p) for n, p in zip(self.class_names, row.tolist(), strict=True)
+                    },
                 }
             )
         return out

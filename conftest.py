@@ -1,0 +1,52 @@
+"""Shared pytest fixtures for the engine's and every built-in plugin's tests.
+
+Tiers: unmarked tests never start Ray; ``@pytest.mark.ray`` tests share one local
+cluster per session (the ``ray_cluster`` fixture); ``@pytest.mark.slow`` tests run a
+real ``lepton`` command in a subprocess (``run_lepton``).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).parent
+LEPTON = [sys.executable, "-m", "engine.cli"]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+
+
+@pytest.fixture(scope="session")
+def ray_cluster():
+    """One local Ray cluster for the whole test session (2 CPUs, this machine only)."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
+    yield ray
+    ray.shutdown()
+
+
+def run_lepton(
+    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+):
+    """Run the real CLI in a subprocess; returns the CompletedProcess (text mode)."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [*LEPTON, *args],
+        cwd=cwd or ROOT,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def lepton():
+    return run_lepton
