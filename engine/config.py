@@ -87,6 +87,7 @@ class LoggerConfig:
 class RunSection:
     dir: str = "runs"
     name: str | None = None
+    shared_fs: bool = False
 
 
 @dataclass

@@ -25,12 +25,20 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from engine.checkpoint import load_training_state, load_weights, read_meta, save_checkpoint
+from engine.checkpoint import (
+    load_training_state,
+    load_weights,
+    read_meta,
+    save_checkpoint,
+    to_jsonable,
+)
 from engine.config import LeptonConfig
 from engine.optim import build_optimizer, build_scheduler
 from engine.precision import plan_precision
-from engine.run_dir import append_metrics, latest_checkpoint
+from engine.progress import ProgressWriter, format_row
+from engine.run_dir import append_metrics, latest_checkpoint, write_json_atomic
 from engine.task import TaskInfo
+from engine.tracking import Tracker, make_tracker
 from engine.worker_context import LocalContext, RayContext, WorkerContext, temporary_checkpoint_dir
 
 
@@ -212,6 +220,10 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
 
     for cb in spec.callbacks:
         cb.on_train_start(ctx, start_epoch)
+    tracker: Tracker = (
+        make_tracker(cfg.logger, spec.run_dir, to_jsonable(cfg)) if ctx.is_rank_zero else Tracker()
+    )
+    progress = ProgressWriter(spec.run_dir) if ctx.is_rank_zero else None
 
     rows: list[dict[str, Any]] = []
     for epoch in range(start_epoch, t.epochs):
@@ -234,6 +246,16 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
             loss_sum += float(loss.detach())
             loss_count += 1
             samples += batch_size_of(batch)
+            if progress is not None:
+                progress.update(
+                    epoch=epoch,
+                    step_in_epoch=i + 1,
+                    steps_per_epoch=len(train_loader),
+                    loss=loss_sum / loss_count,
+                    samples_per_s=samples
+                    * ctx.world_size
+                    / max(time.perf_counter() - started, 1e-9),
+                )
             if (i + 1) % t.grad_accum_steps == 0 or (i + 1) == len(train_loader):
                 if t.grad_clip_norm:
                     scaler.unscale_(optimizer)
@@ -299,11 +321,54 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
 
         if ctx.is_rank_zero:
             append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
-            print(_format_row(row, t.epochs), flush=True)
+            tracker.log(row)
+            if ctx.prints_rows:
+                print("[lepton] " + format_row(row, t.epochs), flush=True)
         for cb in spec.callbacks:
             cb.on_epoch_end(ctx, epoch, row)
         rows.append(row)
+    _record_workers(spec, ctx, plain_model)
+    tracker.finish()
     return rows
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """A hash of every parameter: equal on all ranks when DDP kept gradients in sync.
+
+    (Buffers such as BatchNorm running statistics are per rank by design: DDP
+    broadcasts rank 0's before each forward, and checkpoints take rank 0's.)
+    """
+    import hashlib
+
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.named_parameters()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _record_workers(spec: LoopSpec, ctx: WorkerContext, model: torch.nn.Module) -> None:
+    """Rank 0 writes ``workers.json``: each rank's node and final weights digest."""
+    mine = {
+        "rank": ctx.world_rank,
+        "local_rank": ctx.local_rank,
+        "node_id": ctx.node_id,
+        "hostname": os.uname().nodename,
+        "pid": os.getpid(),
+        "device": str(ctx.device),
+        "weights_sha256": weights_digest(model),
+    }
+    everyone = ctx.all_gather_object(mine)
+    if ctx.is_rank_zero:
+        digests = {w["weights_sha256"] for w in everyone}
+        write_json_atomic(
+            Path(spec.run_dir) / "workers.json",
+            {
+                "world_size": ctx.world_size,
+                "weights_in_sync": len(digests) == 1,
+                "workers": everyone,
+            },
+        )
 
 
 def _validate(
@@ -325,15 +390,6 @@ def _validate(
             total += float(loss) * n
             count += n
     return total / max(1, count)
-
-
-def _format_row(row: dict[str, Any], epochs: int) -> str:
-    parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
-    for key, value in row.items():
-        if key.startswith(("train/", "val/")):
-            parts.append(f"{key} {value:.4f}")
-    parts.append(f"{row['samples_per_s']:.0f} samples/s")
-    return "[lepton] " + "  ".join(parts)
 
 
 def run_local(spec: LoopSpec, device: str = "cpu") -> LocalContext:

@@ -25,6 +25,7 @@ class ClusterResources:
     nodes: int
     max_node_cpus: float
     max_node_gpus: float
+    hosts: int = 1  # distinct node addresses: nodes on one machine share a filesystem
 
 
 @contextmanager
@@ -61,8 +62,24 @@ def cluster_resources() -> ClusterResources:
     nodes = [n for n in ray.nodes() if n.get("Alive")]
     cpus = [float(n.get("Resources", {}).get("CPU", 0)) for n in nodes]
     gpus = [float(n.get("Resources", {}).get("GPU", 0)) for n in nodes]
+    hosts = len({n.get("NodeManagerAddress") for n in nodes}) or 1
     return ClusterResources(
-        sum(cpus), sum(gpus), len(nodes), max(cpus, default=0), max(gpus, default=0)
+        sum(cpus), sum(gpus), len(nodes), max(cpus, default=0), max(gpus, default=0), hosts
+    )
+
+
+def check_storage(run_dir: str, shared_fs: bool, res: ClusterResources) -> None:
+    """Refuse a machine-local run directory on a cluster that spans several machines.
+
+    Checkpoints written on one node must be readable by every other node (to resume
+    after a failure) and by the driver. Nodes on one machine share its disk.
+    """
+    if res.hosts <= 1 or shared_fs:
+        return
+    raise ClusterError(
+        f"run.dir={run_dir} is a local path, but the cluster spans {res.hosts} machines: "
+        "checkpoints written on one node would be invisible to the others.",
+        hint="Point run.dir at storage every node mounts (an NFS path) and add run.shared_fs=true.",
     )
 
 

@@ -50,10 +50,28 @@ class DataBundle:
 @runtime_checkable
 class Predictor(Protocol):
     """Turns raw inputs into JSON-ready predictions. Serving and ``lepton predict``
-    both go through this object, so what works offline works behind HTTP."""
+    both go through this object, so what works offline works behind HTTP.
+
+    An *input* is one item of a request's ``inputs`` list: a text for NLP, a user id
+    (or ``{"user": id, "k": 5}``) for recommendation, an image (path, base64 PNG or
+    nested uint8 lists) for vision. ``input_schema()`` describes one input as JSON
+    Schema; the engine validates requests against it before calling ``predict``.
+    """
+
+    def input_schema(self) -> dict[str, Any]:
+        """JSON Schema of one input item (what a request's ``inputs`` list holds)."""
+        ...
+
+    def example_inputs(self) -> list[Any]:
+        """A few valid, JSON-ready inputs (used by docs, the contract kit and serving)."""
+        ...
 
     def predict(self, inputs: Sequence[Any]) -> list[dict[str, Any]]:
-        """Predict a batch of raw inputs; one JSON-ready dict per input, in order."""
+        """Predict a batch of inputs; one JSON-ready dict per input, in order.
+
+        Raise ``engine.errors.DataError`` for an input that is well-formed but
+        unusable (unknown id, unreadable image): serving turns it into a 4xx.
+        """
         ...
 
 

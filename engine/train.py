@@ -24,6 +24,11 @@ from engine.task import TaskInfo
 
 def resolve_run_dir(cfg: LeptonConfig) -> Path:
     """The run directory for this invocation; checks resume/new-run consistency."""
+    if "://" in cfg.run.dir:
+        raise CheckpointError(
+            f"run.dir={cfg.run.dir}: object-store URIs are not supported by this version.",
+            hint="Use a directory every node mounts (NFS) with run.shared_fs=true.",
+        )
     root = Path(cfg.run.dir).expanduser().resolve()
     if cfg.run.name:
         run_dir = root / cfg.run.name
@@ -80,7 +85,8 @@ def train(
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
     from engine.loop import LoopSpec, train_loop_per_worker
-    from engine.ray_cluster import check_fits, cluster_resources, ray_cluster
+    from engine.progress import DriverProgress
+    from engine.ray_cluster import check_fits, check_storage, cluster_resources, ray_cluster
 
     run_dir = resolve_run_dir(cfg)
     metric, mode = checkpoint_metric(cfg, info)
@@ -107,9 +113,12 @@ def train(
     echo(f"Run directory: {run_dir}")
     try:
         with ray_cluster(cfg.ray.address):
-            check_fits(cfg.scaling, cluster_resources())
+            resources = cluster_resources()
+            check_fits(cfg.scaling, resources)
+            check_storage(str(run_dir.parent), cfg.run.shared_fs, resources)
             trainer = _build_trainer(cfg, spec, run_dir, train_loop_per_worker)
-            trainer.fit()
+            with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
+                trainer.fit()
     except KeyboardInterrupt:
         _write_status(run_dir, "interrupted", started=started)
         raise

@@ -23,6 +23,8 @@ class WorkerContext:
     world_size: int = 1
     local_rank: int = 0
     node_id: str = "local"
+    #: Whether the loop prints each epoch row itself (the Ray driver prints them instead).
+    prints_rows: bool = True
 
     @property
     def device(self) -> torch.device:
@@ -42,6 +44,9 @@ class WorkerContext:
 
     def all_reduce_mean(self, value: float) -> float:
         return value
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        return [obj]
 
     @property
     def is_rank_zero(self) -> bool:
@@ -76,18 +81,25 @@ class LocalContext(WorkerContext):
 class RayContext(WorkerContext):
     """Inside a Ray Train worker (Train V2 API)."""
 
-    def __init__(self) -> None:
-        import logging
+    prints_rows = False
 
+    def __init__(self) -> None:
+        import ray
         import ray.train
 
-        # Ray Train logs every report at INFO on the worker, whatever RunConfig says.
-        logging.getLogger("ray.train.v2._internal.execution.context").setLevel(logging.WARNING)
+        # Ray Train logs every report at INFO through a logger named after its file
+        # (so RunConfig's log level misses it); keep only its warnings.
+        try:
+            from ray.train.v2._internal.execution import context as _train_ctx
+
+            _train_ctx.logger.addFilter(_warnings_only)
+        except (ImportError, AttributeError):  # a Ray without that module: nothing to quiet
+            pass
         ctx = ray.train.get_context()
         self.world_rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
-        self.node_id = ctx.get_node_rank() if hasattr(ctx, "get_node_rank") else "?"
+        self.node_id = ray.get_runtime_context().get_node_id()
 
     @property
     def device(self) -> torch.device:
@@ -125,6 +137,19 @@ class RayContext(WorkerContext):
         t = torch.tensor([value], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return float(t.item()) / self.world_size
+
+    def all_gather_object(self, obj: Any) -> list[Any]:
+        import torch.distributed as dist
+
+        if self.world_size == 1 or not dist.is_initialized():
+            return [obj]
+        gathered: list[Any] = [None] * self.world_size
+        dist.all_gather_object(gathered, obj)
+        return gathered
+
+
+def _warnings_only(record: Any) -> bool:
+    return bool(record.levelno >= 30)
 
 
 @contextmanager

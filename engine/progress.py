@@ -1,0 +1,142 @@
+"""What the driver shows while Ray Train runs: epoch lines and a live progress line.
+
+Rank 0 keeps two files in the run directory: ``metrics.jsonl`` (a row per epoch) and
+``progress.json`` (rewritten about once a second: epoch, step, throughput, loss).
+:class:`DriverProgress` follows both from a thread on the driver: it prints each new
+epoch row as one clean line, and, only when stdout is a terminal, a live line that
+is rewritten in place. Output that is not a terminal (CI, logs, pipes) gets the
+epoch lines and nothing else.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TextIO
+
+from engine.run_dir import METRICS_FILE, write_json_atomic
+
+PROGRESS_FILE = "progress.json"
+
+
+class ProgressWriter:
+    """Rank 0's side: throttled, atomic writes of ``progress.json``."""
+
+    def __init__(self, run_dir: str | Path, every_s: float = 1.0) -> None:
+        self.path = Path(run_dir) / PROGRESS_FILE
+        self.every_s = every_s
+        self._last = 0.0
+
+    def update(self, force: bool = False, **fields: Any) -> None:
+        now = time.monotonic()
+        if not force and now - self._last < self.every_s:
+            return
+        self._last = now
+        with contextlib.suppress(OSError):  # best effort; metrics.jsonl is the record
+            write_json_atomic(self.path, {**fields, "time": time.time()})
+
+
+def format_row(row: dict[str, Any], epochs: int) -> str:
+    parts = [f"epoch {row['epoch'] + 1}/{epochs}"]
+    for key, value in row.items():
+        if key.startswith(("train/", "val/")) and isinstance(value, (int, float)):
+            parts.append(f"{key} {value:.4f}")
+    parts.append(f"{row.get('samples_per_s', 0):.0f} samples/s")
+    if row.get("resumed_from"):
+        parts.append(f"(resumed from {Path(row['resumed_from']).name})")
+    return "  ".join(parts)
+
+
+class DriverProgress:
+    """Follows a run directory from the driver while ``fit()`` blocks."""
+
+    def __init__(
+        self,
+        run_dir: str | Path,
+        epochs: int,
+        *,
+        echo: Callable[[str], None] = print,
+        stream: TextIO | None = None,
+        interval_s: float = 0.5,
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.epochs = epochs
+        self.echo = echo
+        self.stream = stream or sys.stdout
+        self.live = bool(getattr(self.stream, "isatty", lambda: False)())
+        self.interval_s = interval_s
+        self._offset = 0
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._live_width = 0
+
+    def __enter__(self) -> DriverProgress:
+        metrics = self.run_dir / METRICS_FILE
+        self._offset = metrics.stat().st_size if metrics.exists() else 0
+        self._thread = threading.Thread(target=self._run, name="lepton-progress", daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        self.poll()  # rows that landed after the last tick
+        self._clear_live()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self.poll()
+
+    def poll(self) -> None:
+        for row in self._new_rows():
+            self._clear_live()
+            self.echo(format_row(row, self.epochs))
+        if self.live:
+            self._show_live()
+
+    def _new_rows(self) -> list[dict[str, Any]]:
+        path = self.run_dir / METRICS_FILE
+        try:
+            with open(path, encoding="utf-8") as fh:
+                fh.seek(self._offset)
+                chunk = fh.read()
+        except OSError:
+            return []
+        complete, _, _ = chunk.rpartition("\n")
+        if not complete:
+            return []
+        self._offset += len(complete.encode("utf-8")) + 1
+        rows = []
+        for line in complete.splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+        return rows
+
+    def _show_live(self) -> None:
+        try:
+            data = json.loads((self.run_dir / PROGRESS_FILE).read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return
+        text = (
+            f"epoch {data.get('epoch', 0) + 1}/{self.epochs}  step {data.get('step_in_epoch', 0)}"
+            f"/{data.get('steps_per_epoch', '?')}  loss {data.get('loss', float('nan')):.4f}  "
+            f"{data.get('samples_per_s', 0):.0f} samples/s"
+        )
+        pad = max(0, self._live_width - len(text))
+        self.stream.write("\r" + text + " " * pad)
+        self.stream.flush()
+        self._live_width = len(text)
+
+    def _clear_live(self) -> None:
+        if self.live and self._live_width:
+            self.stream.write("\r" + " " * self._live_width + "\r")
+            self.stream.flush()
+            self._live_width = 0

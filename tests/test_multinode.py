@@ -1,0 +1,46 @@
+"""Two Ray nodes on this machine (head + joining raylet, token auth): placement and sync."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from multinode import LocalMultiNodeCluster
+
+from conftest import run_lepton
+from engine.errors import ClusterError
+from engine.ray_cluster import ClusterResources, check_storage
+
+pytestmark = pytest.mark.slow
+
+
+def test_spread_workers_land_on_different_nodes_with_synced_weights(tmp_path):
+    cluster = LocalMultiNodeCluster(head_cpus=1, worker_cpus=(1,)).start()
+    try:
+        out = run_lepton(
+            "train",
+            "task=vision",
+            "trainer.epochs=2",
+            "scaling.num_workers=2",
+            "scaling.placement_strategy=STRICT_SPREAD",
+            "trainer.collective_timeout_s=60",
+            f"run.dir={tmp_path / 'runs'}",
+            env=cluster.client_env(),
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        (workers_file,) = (tmp_path / "runs").glob("*/workers.json")
+        workers = json.loads(workers_file.read_text())
+        node_ids = {w["node_id"] for w in workers["workers"]}
+        assert len(node_ids) == 2, workers
+        assert workers["weights_in_sync"] is True
+    finally:
+        cluster.stop()
+    assert cluster.processes() == []
+
+
+def test_local_run_dir_refused_on_a_cluster_of_several_machines():
+    two_hosts = ClusterResources(4, 0, 2, 2, 0, hosts=2)
+    with pytest.raises(ClusterError, match="run.shared_fs=true"):
+        check_storage("/home/me/runs", False, two_hosts)
+    check_storage("/mnt/nfs/runs", True, two_hosts)
+    check_storage("runs", False, ClusterResources(2, 0, 2, 1, 0, hosts=1))
