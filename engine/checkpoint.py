@@ -99,6 +99,7 @@ def save_checkpoint(
     epoch: int,
     metrics: dict[str, float],
     training_state: dict[str, Any] | None = None,
+    seed: int | None = None,
 ) -> Path:
     """Write a complete checkpoint into ``directory`` (which should be empty/temporary)."""
     from safetensors.torch import save_file, save_model
@@ -120,6 +121,7 @@ def save_checkpoint(
         "plugin_version": info.version,
         "engine_version": __version__,
         "epoch": epoch,
+        "seed": seed,
         "metrics": metrics,
         "task_config": to_jsonable(task_config),
         "artifacts": artifacts,

@@ -20,6 +20,10 @@ EPILOG = """examples:
   lepton train task=vision trainer.epochs=3 scaling.num_workers=1
   lepton train task=vision --cfg job               print the composed config and exit
   lepton plugins                                   installed plugins and their tasks
+  lepton runs                                      runs under ./runs with status and best metric
+  lepton evaluate runs/<run>                       best checkpoint on the validation split
+  lepton predict runs/<run> --input imgs/ -o preds.csv
+  lepton report runs/<run>                         plots + report.md
 """
 
 
@@ -51,6 +55,49 @@ def _parser() -> argparse.ArgumentParser:
 
     plugins = sub.add_parser("plugins", help="list installed plugins, their tasks and config dirs")
     plugins.add_argument("--json", action="store_true", help="machine-readable output")
+
+    evaluate = sub.add_parser(
+        "evaluate",
+        help="evaluate a checkpoint on its validation split or new data",
+        description="Evaluate a run's best checkpoint (or a checkpoint directory). task.* overrides "
+        "point it at new data, e.g. task.data.path=new.csv.",
+    )
+    evaluate.add_argument("path", help="run directory or checkpoint directory")
+    evaluate.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="task.* overrides")
+    evaluate.add_argument(
+        "-o", "--output", help="where to write eval.json (default: beside the checkpoint)"
+    )
+    evaluate.add_argument("--json", action="store_true", help="print the result as JSON")
+
+    predict = sub.add_parser("predict", help="batch prediction from a file or folder of inputs")
+    predict.add_argument("path", help="run directory or checkpoint directory")
+    predict.add_argument(
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="task.* overrides (e.g. task.data.text_column=body)",
+    )
+    predict.add_argument("--input", "-i", required=True, help="input file or folder")
+    predict.add_argument("--output", "-o", help="output .jsonl or .csv (default: JSONL on stdout)")
+    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument(
+        "--on-error",
+        choices=["skip", "fail"],
+        default="skip",
+        help="an unusable input (e.g. a corrupt image): skip it and say so, or stop",
+    )
+
+    report = sub.add_parser("report", help="plots and report.md for a run")
+    report.add_argument("run_dir", help="run directory")
+    report.add_argument(
+        "--no-evaluate",
+        action="store_true",
+        help="do not evaluate the best checkpoint first (no confusion matrix unless eval.json exists)",
+    )
+
+    runs = sub.add_parser("runs", help="list runs: name, task, status, best metric, epochs, age")
+    runs.add_argument("dir", nargs="?", default="runs", help="run root (default: runs)")
+    runs.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 
@@ -67,6 +114,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_train(args.overrides, args.cfg)
         if args.command == "plugins":
             return cmd_plugins(args.json)
+        if args.command == "evaluate":
+            return cmd_evaluate(args.path, args.overrides, args.output, args.json)
+        if args.command == "predict":
+            return cmd_predict(args)
+        if args.command == "report":
+            return cmd_report(args.run_dir, evaluate_first=not args.no_evaluate)
+        if args.command == "runs":
+            return cmd_runs(args.dir, args.json)
     except LeptonError as exc:
         print(f"lepton: error: {exc.message}", file=sys.stderr)
         if exc.hint:
@@ -98,10 +153,66 @@ def cmd_train(overrides: Sequence[str], cfg_mode: str | None) -> int:
     from engine.train import train
 
     summary = train(typed, info, yaml_text)
+    if typed.run.report:
+        from engine.report import write_report
+
+        print(f"Report:          {write_report(summary.run_dir)}")
     print(f"Run directory:   {summary.run_dir}")
     if summary.best_value is not None:
         print(f"Best {summary.metric}: {summary.best_value:.4f} (epoch {summary.best_epoch})")
     print(f"Best checkpoint: {summary.best_checkpoint}")
+    return 0
+
+
+def cmd_evaluate(path: str, overrides: list[str], output: str | None, as_json: bool) -> int:
+    from engine.evaluate import evaluate, format_result
+
+    result = evaluate(path, overrides, output)
+    print(json.dumps(result, indent=2) if as_json else format_result(result))
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from engine.predict import predict
+
+    counts = predict(
+        args.path,
+        args.input,
+        args.output,
+        overrides=args.overrides,
+        batch_size=args.batch_size,
+        on_error=args.on_error,
+    )
+    where = args.output or "stdout"
+    print(
+        f"lepton: {counts['predicted']} predictions to {where}, {counts['skipped']} skipped",
+        file=sys.stderr,
+    )
+    return 0
+
+
+def cmd_report(run_dir: str, evaluate_first: bool) -> int:
+    from engine.evaluate import EVAL_FILE, evaluate, resolve_checkpoint
+    from engine.report import write_report
+
+    if evaluate_first:
+        checkpoint = resolve_checkpoint(run_dir)
+        if not (checkpoint / EVAL_FILE).is_file():
+            evaluate(checkpoint, [])
+    print(write_report(run_dir))
+    return 0
+
+
+def cmd_runs(root: str, as_json: bool) -> int:
+    from engine.runs import format_runs, list_runs
+
+    runs = list_runs(root)
+    if as_json:
+        print(json.dumps(runs, indent=2))
+    elif runs:
+        print(format_runs(runs))
+    else:
+        print(f"No runs under {root}.")
     return 0
 
 

@@ -88,6 +88,7 @@ class RunSection:
     dir: str = "runs"
     name: str | None = None
     shared_fs: bool = False
+    report: bool = True
 
 
 @dataclass

@@ -278,7 +278,7 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
                     )
         train_time = time.perf_counter() - started
 
-        val_loss = _validate(task, plain_model, val_loader, metrics, device, precision)
+        val_loss = validate_epoch(task, plain_model, val_loader, metrics, device, precision)
         computed = {f"val/{k}": float(v) for k, v in metrics.compute().items()}
         metrics.reset()
         row: dict[str, Any] = {
@@ -306,6 +306,7 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
                         task_config=cfg.task,
                         artifacts=bundle.artifacts,
                         epoch=epoch,
+                        seed=cfg.seed,
                         metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
                         training_state={
                             "optimizer": optimizer.state_dict(),
@@ -371,7 +372,7 @@ def _record_workers(spec: LoopSpec, ctx: WorkerContext, model: torch.nn.Module) 
         )
 
 
-def _validate(
+def validate_epoch(
     task: Any,
     model: torch.nn.Module,
     loader: DataLoader,

@@ -88,9 +88,18 @@ class Task(Protocol):
     #: ``"max"`` or ``"min"``: whether a higher ``default_metric`` is better.
     metric_mode: str
 
-    # Optional: ``metric_for(cfg) -> (metric, mode)`` when the metric that ranks
-    # checkpoints depends on the task config (e.g. rmse for explicit ratings, ndcg for
-    # implicit feedback). Without it, ``default_metric``/``metric_mode`` apply.
+    # Optional methods (the engine checks with ``getattr``):
+    #
+    # ``metric_for(cfg) -> (metric, mode)``: when the metric that ranks checkpoints
+    #     depends on the task config (rmse for explicit ratings, ndcg for implicit).
+    # ``build_data(cfg, *, seed, artifacts=None)``: accepting ``artifacts`` lets
+    #     ``lepton evaluate`` run a trained model on new data, reusing the saved
+    #     vocabulary / label names / id maps / normalisation instead of fitting new ones.
+    # ``read_inputs(path, cfg) -> Iterator[tuple[str, Any]]``: (id, input) pairs read
+    #     lazily from a file or folder, for ``lepton predict``; raise ``DataError`` for
+    #     a missing file or column, and yield inputs the predictor accepts.
+    # ``evaluation_extras(model, loader, cfg, artifacts, device) -> dict``: JSON-ready
+    #     extras for ``lepton evaluate`` (confusion matrix, per-class scores, baselines).
 
     def check(self, cfg: Any) -> None:
         """Validate data paths and columns in the driver; raise ``DataError``/``ConfigError``."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import socket
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -181,8 +182,10 @@ def _write_status(run_dir: Path, status: str, *, started: float, **extra: Any) -
     data = {
         "status": status,
         "pid": os.getpid(),
+        "host": socket.gethostname(),
         "started": started,
         "updated": time.time(),
+        "wall_s": round(time.time() - started, 2),
         **extra,
     }
     write_json_atomic(run_dir / RESULT_FILE, data)

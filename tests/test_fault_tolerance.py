@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import LEPTON
+from conftest import LEPTON, run_lepton
 from engine.cli import load_config
 from engine.loop import LoopCallback
 from engine.run_dir import read_metrics, read_result
@@ -189,6 +189,8 @@ def test_driver_kill_then_resume_continues_and_finished_run_is_kept(tmp_path):
     killed_at = len(read_metrics(run_dir))
     assert killed_at < 5
     assert read_result(run_dir)["status"] == "running"  # what a killed driver leaves
+    listed = run_lepton("runs", str(tmp_path), "--json")
+    assert [r["status"] for r in json.loads(listed.stdout)] == ["interrupted"]
 
     out = subprocess.run(
         [*LEPTON, *args, "resume=true"], env=env, capture_output=True, text=True, timeout=600

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,11 +38,23 @@ class VisionTask:
 
             _cifar_dir(Path(data.path))
 
-    def build_data(self, cfg: VisionConfig, *, seed: int) -> DataBundle:
+    def build_data(
+        self, cfg: VisionConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
+    ) -> DataBundle:
         from lepton_vision.data import ImageDataset, build_augment, channel_stats, load_images
 
         loaded = load_images(cfg.data, seed)
-        mean, std = channel_stats(loaded.train, loaded.channels, loaded.size)
+        if artifacts is None:
+            mean, std = channel_stats(loaded.train, loaded.channels, loaded.size)
+        else:  # a trained model on (possibly new) data: keep its classes and normalisation
+            if loaded.class_names != list(artifacts["class_names"]):
+                raise DataError(
+                    f"The data's classes {loaded.class_names} differ from the model's "
+                    f"{list(artifacts['class_names'])}.",
+                    hint="Evaluate on data with the same class folders the model was trained on.",
+                )
+            mean, std = list(artifacts["mean"]), list(artifacts["std"])
+            loaded.channels, loaded.size = int(artifacts["channels"]), int(artifacts["image_size"])
         common = dict(channels=loaded.channels, size=loaded.size, mean=mean, std=std)
         train = ImageDataset(
             loaded.train, augment=build_augment(cfg.data.augment, loaded.size), **common
@@ -56,6 +68,34 @@ class VisionTask:
             "std": std,
         }
         return DataBundle(train=train, val=val, artifacts=artifacts)
+
+    def read_inputs(self, path: Path, cfg: VisionConfig) -> Iterator[tuple[str, Any]]:
+        """An image file, or every image under a folder (ids are relative paths)."""
+        from lepton_vision.data import IMAGE_SUFFIXES
+
+        if path.is_file():
+            yield path.name, path
+            return
+        for file in sorted(path.rglob("*")):
+            if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
+                yield str(file.relative_to(path)), file
+
+    def evaluation_extras(
+        self,
+        model: torch.nn.Module,
+        loader: Any,
+        cfg: VisionConfig,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
+    ) -> dict[str, Any]:
+        from engine.metrics import classification_details
+
+        def pairs() -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+            with torch.no_grad():
+                for x, y in loader:
+                    yield model(x.to(device)).argmax(1).cpu(), y
+
+        return classification_details(pairs(), artifacts["class_names"])
 
     def build_model(self, cfg: VisionConfig, artifacts: Mapping[str, Any]) -> torch.nn.Module:
         from lepton_vision.models import build_model
@@ -102,7 +142,8 @@ class VisionTask:
 
 
 class VisionPredictor:
-    """Images in (file paths, PIL images, or uint8 arrays H×W[×C]); label and probabilities out."""
+    """Images in (base64 PNG/JPEG strings, file paths, PIL images, uint8 arrays or nested
+    uint8 lists H×W[×C]); label and probabilities out."""
 
     def __init__(
         self, model: torch.nn.Module, artifacts: Mapping[str, Any], device: torch.device
@@ -114,20 +155,68 @@ class VisionPredictor:
         self.size = int(artifacts["image_size"])
         self.mean, self.std = list(artifacts["mean"]), list(artifacts["std"])
 
+    def input_schema(self) -> dict[str, Any]:
+        pixel = {"type": "integer", "minimum": 0, "maximum": 255}
+        return {
+            "title": "image",
+            "description": (
+                f"An image, resized to {self.size}x{self.size} with {self.channels} channel(s): "
+                "a base64-encoded PNG/JPEG (optionally a data: URI), nested uint8 lists "
+                "(H×W or H×W×C), or a path to an image file readable where the model runs."
+            ),
+            "anyOf": [
+                {"type": "string", "minLength": 1},
+                {
+                    "type": "array",
+                    "minItems": 1,
+                    "items": {
+                        "type": "array",
+                        "minItems": 1,
+                        "items": {
+                            "anyOf": [
+                                pixel,
+                                {"type": "array", "minItems": 1, "maxItems": 4, "items": pixel},
+                            ]
+                        },
+                    },
+                },
+            ],
+        }
+
+    def example_inputs(self) -> list[Any]:
+        import base64
+        import io
+
+        from PIL import Image
+
+        n = self.size
+        ramp = [[(255 * (r + c)) // (2 * n - 2 or 1) for c in range(n)] for r in range(n)]
+        nested: list[Any] = (
+            ramp if self.channels == 1 else [[[v] * self.channels for v in row] for row in ramp]
+        )
+        square = Image.new("L" if self.channels == 1 else "RGB", (n, n), 0)
+        square.paste(
+            255 if self.channels == 1 else (255, 255, 255), (n // 4, n // 4, n - n // 4, n - n // 4)
+        )
+        buffer = io.BytesIO()
+        square.save(buffer, format="PNG")
+        return [nested, base64.b64encode(buffer.getvalue()).decode("ascii")]
+
     def preprocess(self, item: Any) -> torch.Tensor:
         import numpy as np
         from PIL import Image
 
         from lepton_vision.data import load_image_file, to_model_input
 
-        if isinstance(item, (str, Path)):
-            image = load_image_file(Path(item), self.channels, self.size)
+        if isinstance(item, str):
+            decoded = _decode_image_string(item)
+            item = Path(item) if decoded is None else decoded
+        if isinstance(item, Path):
+            image = load_image_file(item, self.channels, self.size)
         else:
             if isinstance(item, Image.Image):
-                item = np.asarray(item.convert("L" if self.channels == 1 else "RGB"))
-            array = np.asarray(item)
-            if array.dtype != np.uint8:
-                raise DataError(f"Image arrays must be uint8 (0-255), got {array.dtype}.")
+                item = np.array(item.convert("L" if self.channels == 1 else "RGB"))
+            array = _as_uint8(item)
             if array.ndim == 2:
                 array = array[:, :, None]
             if array.ndim != 3:
@@ -169,3 +258,53 @@ class VisionPredictor:
                 }
             )
         return out
+
+
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff", b"GIF8", b"BM")
+
+
+def _decode_image_string(text: str) -> Any:
+    """A PIL image for a base64 image (or ``data:`` URI); None when ``text`` is not one."""
+    import base64
+    import binascii
+    import io
+
+    from PIL import Image, UnidentifiedImageError
+
+    payload = text.strip()
+    is_uri = payload.startswith("data:")
+    if is_uri:
+        header, _, payload = payload.partition(",")
+        if ";base64" not in header:
+            raise DataError("A data: URI image must be base64-encoded (data:image/png;base64,...).")
+    try:
+        raw = base64.b64decode(payload, validate=True)
+    except (binascii.Error, ValueError):
+        if is_uri:
+            raise DataError("The data: URI does not hold valid base64.") from None
+        return None
+    if not is_uri and not raw.startswith(_IMAGE_MAGIC):
+        return None
+    try:
+        with Image.open(io.BytesIO(raw)) as img:
+            img.load()
+            return img.copy()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DataError(f"Cannot decode the base64 image: {exc}") from None
+
+
+def _as_uint8(item: Any) -> Any:
+    """A uint8 numpy array from an array or nested lists of integers 0..255."""
+    import numpy as np
+
+    try:
+        array = np.asarray(item)
+    except ValueError:
+        raise DataError("Image lists must be rectangular (every row the same length).") from None
+    if array.dtype == np.uint8:
+        return array
+    if array.dtype.kind in "iu" and array.size and (array.min() < 0 or array.max() > 255):
+        raise DataError(f"Image values must be 0-255; got {int(array.min())}..{int(array.max())}.")
+    if array.dtype.kind not in "iu":
+        raise DataError(f"Image arrays must be uint8 (0-255), got {array.dtype}.")
+    return array.astype(np.uint8)

@@ -1,0 +1,224 @@
+"""``lepton report``: PNG plots and a ``report.md`` a person reads first.
+
+Everything comes from the run directory: ``metrics.jsonl`` (loss, metrics and
+throughput per epoch), ``result.json`` (status, best checkpoint, wall time),
+``config.yaml``, the best checkpoint's ``task.json``, and, when present, its
+``eval.json`` from ``lepton evaluate`` (confusion matrix).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from engine.checkpoint import META_FILE
+from engine.errors import CheckpointError
+from engine.evaluate import EVAL_FILE
+from engine.run_dir import CONFIG_FILE, read_metrics, read_result
+
+REPORT_FILE = "report.md"
+REPORT_DIR = "report"
+FIGSIZE = (8.0, 4.5)
+DPI = 100  # images are 800×450 pixels (the confusion matrix 600×600)
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _integer_ticks() -> Any:
+    from matplotlib.ticker import MaxNLocator
+
+    return MaxNLocator(integer=True)
+
+
+def _line_plot(
+    path: Path, epochs: list[int], series: dict[str, list[float]], title: str, ylabel: str
+) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    for label, values in series.items():
+        ax.plot(epochs, values, marker="o", label=label)
+    ax.set_title(title)
+    ax.xaxis.set_major_locator(_integer_ticks())
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _metric_grid(path: Path, epochs: list[int], series: dict[str, list[float]]) -> None:
+    plt = _plt()
+    n = len(series)
+    cols = min(3, n)
+    rows = -(-n // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=FIGSIZE, dpi=DPI, squeeze=False)
+    for ax, (name, values) in zip(axes.flat, series.items(), strict=False):
+        ax.plot(epochs, values, marker="o", color="tab:green")
+        ax.set_title(name, fontsize=9)
+        ax.xaxis.set_major_locator(_integer_ticks())
+        ax.grid(alpha=0.3)
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[n:]:
+        ax.axis("off")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _bar_plot(path: Path, epochs: list[int], values: list[float]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=FIGSIZE, dpi=DPI)
+    ax.bar(epochs, values, color="tab:blue")
+    ax.set_title("training throughput")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("samples / second")
+    ax.grid(alpha=0.3, axis="y")
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def _confusion_plot(path: Path, matrix: list[list[int]], names: list[str]) -> None:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6, 6), dpi=DPI)
+    ax.imshow(matrix, cmap="Blues")
+    ax.set_xticks(range(len(names)), names, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(names)), names, fontsize=8)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    top = max((max(r) for r in matrix), default=0)
+    for i, row in enumerate(matrix):
+        for j, v in enumerate(row):
+            ax.text(
+                j,
+                i,
+                str(v),
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if v > top / 2 else "black",
+            )
+    ax.set_title("confusion matrix (validation)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=DPI)
+    plt.close(fig)
+
+
+def write_report(run_dir: str | Path) -> Path:
+    run_dir = Path(run_dir)
+    if not (run_dir / CONFIG_FILE).is_file():
+        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE}).")
+    rows = read_metrics(run_dir)
+    if not rows:
+        raise CheckpointError(f"Run {run_dir} has no finished epoch yet; nothing to report.")
+    result = read_result(run_dir) or {}
+    summary = result.get("summary") or {}
+    out = run_dir / REPORT_DIR
+    out.mkdir(exist_ok=True)
+    epochs = [int(r["epoch"]) + 1 for r in rows]
+    images: list[tuple[str, str]] = []
+
+    def series(key: str) -> list[float]:
+        return [float(r.get(key, float("nan"))) for r in rows]
+
+    _line_plot(
+        out / "loss.png",
+        epochs,
+        {"train/loss": series("train/loss"), "val/loss": series("val/loss")},
+        "loss",
+        "loss",
+    )
+    images.append(("Loss", "loss.png"))
+    metric_keys = [k for k in rows[-1] if k.startswith("val/") and k != "val/loss"]
+    if metric_keys:
+        _metric_grid(out / "metrics.png", epochs, {k: series(k) for k in metric_keys})
+        images.append(("Validation metrics", "metrics.png"))
+    _bar_plot(out / "throughput.png", epochs, series("samples_per_s"))
+    images.append(("Throughput", "throughput.png"))
+
+    best_ckpt = summary.get("best_checkpoint")
+    meta: dict[str, Any] = {}
+    if best_ckpt and (Path(best_ckpt) / META_FILE).is_file():
+        meta = json.loads((Path(best_ckpt) / META_FILE).read_text(encoding="utf-8"))
+        eval_path = Path(best_ckpt) / EVAL_FILE
+        if eval_path.is_file():
+            extras = json.loads(eval_path.read_text(encoding="utf-8")).get("extras", {})
+            if "confusion_matrix" in extras:
+                _confusion_plot(
+                    out / "confusion_matrix.png", extras["confusion_matrix"], extras["class_names"]
+                )
+                images.append(("Confusion matrix", "confusion_matrix.png"))
+
+    text = _markdown(run_dir, rows, result, summary, meta, images)
+    (run_dir / REPORT_FILE).write_text(text, encoding="utf-8")
+    return run_dir / REPORT_FILE
+
+
+def _markdown(
+    run_dir: Path,
+    rows: list[dict[str, Any]],
+    result: dict[str, Any],
+    summary: dict[str, Any],
+    meta: dict[str, Any],
+    images: list[tuple[str, str]],
+) -> str:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    steady = [r["samples_per_s"] for r in rows[1:]] or [rows[0]["samples_per_s"]]
+    metric = summary.get("metric") or "-"
+    best = summary.get("best_value")
+    task_cfg: dict[str, Any] = meta.get("task_config") or dict(OmegaConf.to_container(cfg.task))  # type: ignore[arg-type]
+    lines = [
+        f"# Run report: {run_dir.name}",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| Task | {cfg.task.name} |",
+        f"| Status | {result.get('status', '?')} |",
+        f"| Model | `{json.dumps((task_cfg or {}).get('model', {}))}` |",
+        f"| Data | `{json.dumps((task_cfg or {}).get('data', {}))}` |",
+        f"| Key config | epochs={cfg.trainer.epochs}, batch_size={cfg.trainer.batch_size}, "
+        f"precision={cfg.trainer.precision}, optimizer={cfg.optimizer.name} lr={cfg.optimizer.lr}, "
+        f"workers={cfg.scaling.num_workers}, gpu={cfg.scaling.use_gpu}, seed={cfg.seed} |",
+        f"| Best {metric} | {best:.4f} (epoch {summary.get('best_epoch')}) |"
+        if best is not None
+        else f"| Best {metric} | - |",
+        f"| Epochs done | {len(rows)} |",
+        f"| Wall time | {result.get('wall_s', '?')} s |",
+        f"| Throughput | {sum(steady) / len(steady):.0f} samples/s (mean over epochs after the first) |",
+        f"| Best checkpoint | `{summary.get('best_checkpoint') or '-'}` |",
+        "",
+        "## Per epoch",
+        "",
+    ]
+    keys = [
+        "train/loss",
+        "val/loss",
+        *[k for k in rows[-1] if k.startswith("val/") and k != "val/loss"],
+        "samples_per_s",
+    ]
+    lines.append("| epoch | " + " | ".join(keys) + " |")
+    lines.append("|---" * (len(keys) + 1) + "|")
+    for r in rows:
+        cells = [
+            f"{r[k]:.4f}"
+            if isinstance(r.get(k), float) and k != "samples_per_s"
+            else f"{r.get(k, 0):.0f}"
+            if k == "samples_per_s"
+            else str(r.get(k, "-"))
+            for k in keys
+        ]
+        lines.append(f"| {int(r['epoch']) + 1} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for title, name in images:
+        lines += [f"## {title}", "", f"![{title}]({REPORT_DIR}/{name})", ""]
+    return "\n".join(lines)
