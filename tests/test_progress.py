@@ -1,0 +1,65 @@
+"""The driver's progress display: epoch lines always, a live line only on a terminal."""
+
+from __future__ import annotations
+
+import io
+import json
+
+from engine.progress import DriverProgress, ProgressWriter
+from engine.run_dir import append_metrics
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+def _row(epoch: int) -> dict:
+    return {"epoch": epoch, "train/loss": 0.5, "val/accuracy": 0.9, "samples_per_s": 1000.0}
+
+
+def test_not_a_terminal_gets_epoch_lines_only(tmp_path):
+    stream, lines = io.StringIO(), []
+    ProgressWriter(tmp_path).update(
+        force=True, epoch=0, step_in_epoch=3, steps_per_epoch=10, loss=0.7, samples_per_s=5.0
+    )
+    with DriverProgress(tmp_path, 2, echo=lines.append, stream=stream, interval_s=0.05) as progress:
+        append_metrics(tmp_path, _row(0))
+        progress.poll()
+        append_metrics(tmp_path, _row(1))
+    assert lines == [
+        "epoch 1/2  train/loss 0.5000  val/accuracy 0.9000  1000 samples/s",
+        "epoch 2/2  train/loss 0.5000  val/accuracy 0.9000  1000 samples/s",
+    ]
+    assert stream.getvalue() == ""
+
+
+def test_terminal_gets_a_live_line_rewritten_in_place(tmp_path):
+    stream, lines = _Terminal(), []
+    writer = ProgressWriter(tmp_path)
+    writer.update(
+        force=True, epoch=0, step_in_epoch=3, steps_per_epoch=10, loss=0.7, samples_per_s=5.0
+    )
+    progress = DriverProgress(tmp_path, 2, echo=lines.append, stream=stream)
+    progress.poll()
+    assert "\repoch 1/2  step 3/10  loss 0.7000  5 samples/s" in stream.getvalue()
+    append_metrics(tmp_path, _row(0))
+    progress.poll()
+    assert lines and lines[0].startswith("epoch 1/2")
+
+
+def test_rows_written_before_start_are_not_repeated(tmp_path):
+    append_metrics(tmp_path, _row(0))
+    lines = []
+    with DriverProgress(tmp_path, 3, echo=lines.append, stream=io.StringIO()):
+        append_metrics(tmp_path, _row(1))
+    assert [json.loads(json.dumps(line)) for line in lines] == [lines[0]] and lines[0].startswith(
+        "epoch 2/3"
+    )
+
+
+def test_writer_throttles(tmp_path):
+    writer = ProgressWriter(tmp_path, every_s=60)
+    writer.update(epoch=0, step_in_epoch=1)
+    writer.update(epoch=0, step_in_epoch=2)
+    assert json.loads((tmp_path / "progress.json").read_text())["step_in_epoch"] == 1
