@@ -1,4 +1,6 @@
 # Lepton Engine — every target creates .venv and installs what it needs.
+SHELL  := /bin/bash
+.SHELLFLAGS := -o pipefail -c
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
@@ -7,14 +9,16 @@ PIP    := $(BIN)/python -m pip
 TORCH  := torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*)
 STAMP  := $(VENV)/.installed
+# This machine's pip config names local indexes that lack most packages: drop that noise.
+QUIET  := { grep -v -e 'is ignored: it is neither' -e 'WheelFile(wheel_path' -e '^  !!' || true; }
 
 .PHONY: install demo test test-fast test-ray test-slow lint format bench clean
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install -q --upgrade pip
-	$(PIP) install -q $(TORCH)
-	$(PIP) install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p))
+	$(PIP) install -q --upgrade pip 2>&1 | $(QUIET)
+	$(PIP) install -q $(TORCH) 2>&1 | $(QUIET)
+	$(PIP) install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p)) 2>&1 | $(QUIET)
 	touch $(STAMP)
 
 install: $(STAMP)
