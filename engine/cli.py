@@ -103,7 +103,14 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = _parser()
-    args = parser.parse_args(argv)
+    # Overrides may follow options (`lepton evaluate RUN -o out.json task.data.path=x`):
+    # argparse leaves those as extras, which join the command's overrides.
+    args, extras = parser.parse_known_args(argv)
+    bad = [e for e in extras if e.startswith("-") or "=" not in e or not hasattr(args, "overrides")]
+    if bad:
+        parser.error(f"unrecognized arguments: {' '.join(bad)}")
+    if extras:
+        args.overrides = [*args.overrides, *extras]
     if args.command is None:
         parser.print_help()
         return 0

@@ -43,6 +43,8 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         if address:
             ray.init(address=address, **kwargs)  # type: ignore[arg-type]
         else:
+            # One machine cannot be preempted node by node: skip Ray Train's watcher actor.
+            os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)  # type: ignore[arg-type]
     except ConnectionError as exc:
         raise ClusterError(

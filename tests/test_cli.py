@@ -64,3 +64,11 @@ def test_config_mistakes_exit_2_with_the_key(capsys, overrides, needle):
     err = capsys.readouterr().err
     assert needle in err
     assert "Traceback" not in err
+
+
+def test_overrides_may_follow_options(capsys):
+    assert cli.main(["train", "--cfg", "job", "task=vision", "trainer.epochs=4"]) == 0
+    assert "epochs: 4" in capsys.readouterr().out
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["train", "task=vision", "--bogus"])
+    assert exit_info.value.code == 2
