@@ -24,6 +24,7 @@ EPILOG = """examples:
   lepton evaluate runs/<run>                       best checkpoint on the validation split
   lepton predict runs/<run> --input imgs/ -o preds.csv
   lepton report runs/<run>                         plots + report.md
+  lepton plugin new churn                          a new task plugin in ./lepton-churn
 """
 
 
@@ -95,6 +96,18 @@ def _parser() -> argparse.ArgumentParser:
         help="do not evaluate the best checkpoint first (no confusion matrix unless eval.json exists)",
     )
 
+    plugin = sub.add_parser("plugin", help="write plugins: `lepton plugin new NAME`")
+    plugin_sub = plugin.add_subparsers(dest="plugin_command", metavar="ACTION", required=True)
+    new = plugin_sub.add_parser(
+        "new",
+        help="write a new task plugin (a working tabular task) to start from",
+        description="Write lepton-NAME (package lepton_NAME, task NAME): a complete tabular "
+        "task plugin with its config, tests running the contract kit, and a README.",
+    )
+    from engine.scaffold import add_arguments  # stdlib + engine.errors: --help stays fast
+
+    add_arguments(new)
+
     runs = sub.add_parser("runs", help="list runs: name, task, status, best metric, epochs, age")
     runs.add_argument("dir", nargs="?", default="runs", help="run root (default: runs)")
     runs.add_argument("--json", action="store_true", help="machine-readable output")
@@ -119,6 +132,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "train":
             return cmd_train(args.overrides, args.cfg)
+        if args.command == "plugin":
+            from engine.scaffold import cmd_new
+
+            return cmd_new(args.name, args.dir)
         if args.command == "plugins":
             return cmd_plugins(args.json)
         if args.command == "evaluate":

@@ -65,6 +65,9 @@ class LoopSpec:
     metric: str
     mode: str
     callbacks: list[LoopCallback] = field(default_factory=list)
+    #: The driver's working directory: relative data paths in the config mean the same
+    #: thing on a worker (Ray starts workers elsewhere) as they did in ``task.check``.
+    cwd: str | None = None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -148,6 +151,8 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     cfg = spec.config
     task = spec.info.task
     t, s = cfg.trainer, cfg.scaling
+    if spec.cwd and os.path.isdir(spec.cwd):
+        os.chdir(spec.cwd)
     torch.set_num_threads(max(1, int(s.cpus_per_worker)))
     seed_everything(cfg.seed)
     device = ctx.device

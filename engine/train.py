@@ -110,6 +110,7 @@ def train(
         metric=metric,
         mode=mode,
         callbacks=list(callbacks),
+        cwd=os.getcwd(),
     )
     echo(f"Run directory: {run_dir}")
     try:
