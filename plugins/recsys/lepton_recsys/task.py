@@ -1,0 +1,163 @@
+"""The ``recsys`` and ``recsys_explicit`` tasks: recommendation from interactions.
+
+One class, two registered names with their own defaults (``conf/task/*.yaml``):
+``recsys`` trains an implicit-feedback ranking model (``bpr``; checkpoints ranked by
+``val/ndcg@10``, max), ``recsys_explicit`` a rating model (``mf``; ``val/rmse``, min).
+The model named in the config decides the metric either way (:meth:`metric_for`), so
+``task=recsys task.model.name=mf`` ranks checkpoints by rmse too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from engine.errors import ConfigError, DataError
+from engine.task import DataBundle
+from lepton_recsys.config import RecsysConfig
+
+if TYPE_CHECKING:
+    import torch
+
+    from lepton_recsys.predictor import RecsysPredictor
+
+
+class RecsysTask:
+    name = "recsys"
+    config_class = RecsysConfig
+    default_metric = "val/ndcg@10"
+    metric_mode = "max"
+
+    def metric_for(self, cfg: RecsysConfig) -> tuple[str, str]:
+        """The checkpoint metric for this config: rmse (min) for mf, NDCG@K (max) otherwise."""
+        return cfg.metric()
+
+    # -- driver ----------------------------------------------------------------------
+
+    def check(self, cfg: RecsysConfig) -> None:
+        from lepton_recsys.loaders import MOVIELENS_FILES, check_columns, resolve, role_columns
+
+        data = cfg.data
+        if data.format == "synthetic":
+            n = cfg.eval.num_negatives
+            if n is not None and n >= data.synthetic.num_items:
+                raise ConfigError(
+                    f"task.eval.candidates={n} is not below the catalogue size "
+                    f"{data.synthetic.num_items}.",
+                    hint="Use fewer sampled candidates, or task.eval.candidates=all.",
+                )
+            return
+        uses_min_rating = data.implicit_min_rating is not None and not cfg.model.explicit
+        if uses_min_rating and data.rating_column is None and data.format != "movielens":
+            raise ConfigError(
+                "task.data.implicit_min_rating is set but task.data.rating_column is null.",
+                hint="Set task.data.rating_column, or task.data.implicit_min_rating=null.",
+            )
+        for which in ("train", "val") if data.presplit else ("path",):
+            source = resolve(data, which)
+            if source.kind in MOVIELENS_FILES:
+                _check_movielens(source.path, source.kind)
+            else:
+                check_columns(source, role_columns(data, cfg.model.explicit))
+
+    # -- workers ---------------------------------------------------------------------
+
+    def build_data(
+        self, cfg: RecsysConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
+    ) -> DataBundle:
+        """With a trained model's ``artifacts``, its id maps encode the data."""
+        from lepton_recsys.build import build_bundle
+
+        return build_bundle(cfg, seed=seed, artifacts=artifacts)
+
+    def build_model(self, cfg: RecsysConfig, artifacts: Mapping[str, Any]) -> torch.nn.Module:
+        from lepton_recsys.models import build
+
+        return build(cfg, artifacts)
+
+    def training_step(self, model: torch.nn.Module, batch: Any) -> torch.Tensor:
+        from lepton_recsys.steps import training_loss
+
+        return training_loss(model, batch)
+
+    def build_metrics(self, cfg: RecsysConfig, artifacts: Mapping[str, Any]) -> Any:
+        from lepton_recsys.steps import build_metrics
+
+        return build_metrics(cfg)
+
+    def validation_step(self, model: torch.nn.Module, batch: Any, metrics: Any) -> torch.Tensor:
+        from lepton_recsys.steps import validation_step
+
+        return validation_step(model, batch, metrics)
+
+    def build_predictor(
+        self,
+        model: torch.nn.Module,
+        cfg: RecsysConfig,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
+    ) -> RecsysPredictor:
+        from lepton_recsys.predictor import RecsysPredictor
+
+        return RecsysPredictor(model, artifacts, device)
+
+    # -- lepton predict / evaluate ------------------------------------------------------
+
+    def read_inputs(self, path: Path, cfg: RecsysConfig) -> Iterator[tuple[str, Any]]:
+        """Requests for ``lepton predict``: see :func:`lepton_recsys.inputs.read_inputs`."""
+        from lepton_recsys.inputs import read_inputs
+
+        return read_inputs(Path(path), cfg)
+
+    def evaluation_extras(
+        self,
+        model: torch.nn.Module,
+        loader: Any,
+        cfg: RecsysConfig,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
+    ) -> dict[str, Any]:
+        """The evaluation protocol, and the baseline recorded when the model was trained."""
+        return {
+            "protocol": artifacts.get("eval", {}).get("protocol"),
+            "baseline_at_training": artifacts.get("baseline"),
+            "catalogue_items": artifacts.get("num_items"),
+        }
+
+
+class RecsysExplicitTask(RecsysTask):
+    """Rating prediction by default (``conf/task/recsys_explicit.yaml``: ``mf``)."""
+
+    name = "recsys_explicit"
+    default_metric = "val/rmse"
+    metric_mode = "min"
+
+
+def _check_movielens(path: Path, kind: str) -> None:
+    """The first data line has the layout's four fields, the last three numeric."""
+    with open(path, encoding="latin-1") as fh:
+        first = fh.readline()
+        if kind == "ratings.csv":
+            header = first.strip()
+            if not header.startswith("userId,movieId,rating"):
+                raise DataError(
+                    f"{path}: header is {header[:60]!r}, expected userId,movieId,rating,timestamp."
+                )
+            first = fh.readline()
+    if not first.strip():
+        raise DataError(f"{path} holds no interactions.")
+    sep = {"u.data": "\t", "ratings.dat": "::", "ratings.csv": ","}[kind]
+    fields = first.strip().split(sep)
+    if len(fields) != 4:
+        raise DataError(
+            f"{path}: first data line {first.strip()[:60]!r} has {len(fields)} fields; "
+            f"MovieLens {kind} has 4 (user, item, rating, timestamp)."
+        )
+    for name, value in zip(("rating", "timestamp"), fields[2:], strict=True):
+        try:
+            float(value)
+        except ValueError:
+            raise DataError(
+                f"{path}: {name} {value!r} in the first line is not a number."
+            ) from None
