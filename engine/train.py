@@ -112,7 +112,10 @@ def train(
         callbacks=list(callbacks),
         cwd=os.getcwd(),
     )
-    echo(f"Run directory: {run_dir}")
+    echo(
+        f"Training {info.task.name} in {run_dir} "
+        f"({cfg.scaling.num_workers} worker(s), {'GPU' if cfg.scaling.use_gpu else 'CPU'})"
+    )
     try:
         with ray_cluster(cfg.ray.address):
             resources = cluster_resources()

@@ -16,7 +16,8 @@ from engine.hookspecs import hookimpl
 from engine.plugins import PluginRegistry
 from engine.task import DataBundle
 from engine.testing import ContractError, check_task_contract, contract_test
-from lepton_vision.task import VisionPredictor, VisionTask
+from lepton_vision.predictor import VisionPredictor
+from lepton_vision.task import VisionTask
 
 CONF = Path(__import__("lepton_vision").__file__).parent / "conf"
 TINY = ["trainer.batch_size=16"]

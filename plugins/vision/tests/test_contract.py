@@ -14,7 +14,7 @@ from PIL import Image
 
 from engine.errors import DataError
 from engine.testing import check_task_contract
-from lepton_vision.task import VisionPredictor
+from lepton_vision.predictor import VisionPredictor
 
 ARTIFACTS = {
     "class_names": [str(i) for i in range(10)],
