@@ -189,24 +189,33 @@ def cmd_train(overrides: Sequence[str], cfg_mode: str | None) -> int:
 
 
 def cmd_evaluate(path: str, overrides: list[str], output: str | None, as_json: bool) -> int:
+    import contextlib
+
     from engine.evaluate import evaluate, format_result
 
-    result = evaluate(path, overrides, output)
+    # A task may print while it loads data; keep stdout for the result alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        result = evaluate(path, overrides, output)
     print(json.dumps(result, indent=2) if as_json else format_result(result))
     return 0
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
+    import contextlib
+
     from engine.predict import predict
 
-    counts = predict(
-        args.path,
-        args.input,
-        args.output,
-        overrides=args.overrides,
-        batch_size=args.batch_size,
-        on_error=args.on_error,
-    )
+    real_stdout = sys.stdout  # predictions go here; anything a task prints goes to stderr
+    with contextlib.redirect_stdout(sys.stderr):
+        counts = predict(
+            args.path,
+            args.input,
+            args.output,
+            overrides=args.overrides,
+            batch_size=args.batch_size,
+            on_error=args.on_error,
+            stdout=real_stdout,
+        )
     where = args.output or "stdout"
     print(
         f"lepton: {counts['predicted']} predictions to {where}, {counts['skipped']} skipped",

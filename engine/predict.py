@@ -68,6 +68,7 @@ def predict(
     on_error: str = "skip",
     device: str = "cpu",
     progress: IO[str] | None = None,
+    stdout: IO[str] | None = None,
 ) -> dict[str, int]:
     checkpoint = resolve_checkpoint(path)
     loaded = load_model(checkpoint)
@@ -89,7 +90,7 @@ def predict(
     stream: IO[str]
     tmp: Path | None = None
     if out_path is None:
-        stream = sys.stdout
+        stream = stdout or sys.stdout
     else:
         out_path.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_path.with_name(out_path.name + ".partial")

@@ -1,0 +1,253 @@
+"""From the configured source to clean train/validation examples and label names.
+
+Rows with an empty text or no label are dropped *and counted*: the counts go into
+the report (printed, and kept in the checkpoint artifacts). A label column with one
+class, or validation labels that training never saw, are errors before training.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import DataError
+from lepton_nlp.config import NLPDataConfig
+from lepton_nlp.readers import Columns, RawTable, read_source
+
+SYNTHETIC_SOURCE = "the embedded demo tickets (task.data.format=synthetic)"
+
+
+@dataclass
+class Examples:
+    texts: list[str]
+    labels: list[str]
+
+    def __len__(self) -> int:
+        return len(self.texts)
+
+
+@dataclass
+class Corpus:
+    train: Examples
+    val: Examples
+    label_names: list[str]
+    #: Per split: source, rows read, rows kept, empty texts, missing labels; and how
+    #: the validation set was made. JSON-ready.
+    report: dict[str, Any]
+
+
+def _is_missing(value: Any) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def label_value(value: Any) -> str | None:
+    """A label as its name; ``None`` when missing (None, NaN, empty string)."""
+    if _is_missing(value):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    text = str(value).strip()
+    return text or None
+
+
+def text_value(value: Any) -> str:
+    return "" if _is_missing(value) else str(value).strip()
+
+
+def clean(table: RawTable, cols: Columns) -> tuple[Examples, dict[str, Any]]:
+    """Drop (and count) rows whose text is empty or whose label is missing."""
+    texts, labels = [], []
+    empty_text = missing_label = 0
+    for raw_text, raw_label in zip(table.texts, table.labels, strict=True):
+        text, label = text_value(raw_text), label_value(raw_label)
+        empty_text += not text
+        missing_label += label is None
+        if text and label is not None:
+            texts.append(text)
+            labels.append(label)
+    counts = {
+        "source": table.source,
+        "text_column": cols.text,
+        "label_column": cols.label,
+        "rows": len(table.texts),
+        "kept": len(texts),
+        "empty_text": empty_text,
+        "missing_label": missing_label,
+    }
+    return Examples(texts, labels), counts
+
+
+def describe(counts: dict[str, Any]) -> str:
+    """One line for the log: rows read, kept and dropped, by reason."""
+    text_col, label_col = counts["text_column"], counts["label_column"]
+    line = f"{counts['source']}: {counts['rows']} rows, {counts['kept']} kept"
+    dropped = counts["rows"] - counts["kept"]
+    if dropped:
+        line += (
+            f"; dropped {dropped}: {counts['empty_text']} with empty text (column {text_col!r}), "
+            f"{counts['missing_label']} with no label (column {label_col!r})"
+        )
+    return line
+
+
+def _natural_key(name: str) -> tuple[int, float, str]:
+    try:
+        return (0, float(name), name)
+    except ValueError:
+        return (1, 0.0, name)
+
+
+def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    """Hold out ``fraction`` of each class (at least one row of a class stays in train)."""
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(examples.labels):
+        by_label[label].append(i)
+    rng = random.Random(seed)
+    train_idx: list[int] = []
+    val_idx: list[int] = []
+    for label in sorted(by_label):
+        idx = by_label[label]
+        rng.shuffle(idx)
+        n_val = min(round(len(idx) * fraction), len(idx) - 1)
+        val_idx += idx[:n_val]
+        train_idx += idx[n_val:]
+    train_idx.sort()
+    val_idx.sort()
+    return _take(examples, train_idx), _take(examples, val_idx)
+
+
+def stratified_subset(examples: Examples, n: int, seed: int) -> Examples:
+    """At most ``n`` rows, drawn round-robin over the classes (so every class stays)."""
+    if n >= len(examples):
+        return examples
+    by_label: dict[str, list[int]] = defaultdict(list)
+    for i, label in enumerate(examples.labels):
+        by_label[label].append(i)
+    rng = random.Random(seed + 1)
+    queues = []
+    for label in sorted(by_label):
+        idx = by_label[label][:]
+        rng.shuffle(idx)
+        queues.append(idx)
+    chosen: list[int] = []
+    while len(chosen) < n:
+        for queue in queues:
+            if queue and len(chosen) < n:
+                chosen.append(queue.pop())
+    return _take(examples, sorted(chosen))
+
+
+def _take(examples: Examples, idx: list[int]) -> Examples:
+    return Examples([examples.texts[i] for i in idx], [examples.labels[i] for i in idx])
+
+
+def _read(cfg: NLPDataConfig) -> tuple[RawTable, RawTable | None, Columns]:
+    if cfg.format == "synthetic":
+        from lepton_nlp.synthetic import generate
+
+        rows = generate(cfg.synthetic_size, seed=0)
+        table = RawTable(SYNTHETIC_SOURCE, [t for t, _ in rows], [y for _, y in rows])
+        return table, None, Columns("text", "label", "task.data.format")
+    if cfg.path:
+        cols = Columns(cfg.text_column, cfg.label_column, "task.data.path")
+        tables = read_source(cfg.format, cfg.path, cols)
+        return tables["train"], tables.get("val"), cols
+    assert cfg.train is not None
+    cols = Columns(cfg.text_column, cfg.label_column, "task.data.train")
+    tables = read_source(cfg.format, cfg.train, cols)
+    val = tables.get("val")
+    if cfg.val:
+        val_cols = Columns(cfg.text_column, cfg.label_column, "task.data.val")
+        val = read_source(cfg.format, cfg.val, val_cols)["train"]
+    return tables["train"], val, cols
+
+
+def load_corpus(
+    cfg: NLPDataConfig,
+    seed: int,
+    label_names: Sequence[str] | None = None,
+    *,
+    all_for_val: bool = False,
+) -> Corpus:
+    """Read, clean, split and check the configured data (deterministic for ``seed``).
+
+    ``label_names`` fixes the classes (a trained model's): every label in the data must
+    be one of them. Without it, the classes are the training labels (at least two).
+    ``all_for_val`` makes a single source the validation set whole (no split, no
+    training rows): scoring a trained model on new data.
+    """
+    train_table, val_table, cols = _read(cfg)
+    train, train_counts = clean(train_table, cols)
+    report: dict[str, Any] = {"train": train_counts}
+    if val_table is not None:
+        val, val_counts = clean(val_table, cols)
+        report["val"] = val_counts
+        report["val_from"] = "file"
+    elif all_for_val:
+        train, val = Examples([], []), train
+        report["val_from"] = f"all rows of {train_table.source}"
+    else:
+        train, val = stratified_split(train, cfg.val_fraction, seed)
+        report["val_from"] = f"val_fraction={cfg.val_fraction} of {train_table.source}, seed {seed}"
+    if label_names is not None:
+        classes = list(label_names)
+        _check_known(train_table.source, cols, train.labels, classes, "the model's classes")
+    else:
+        classes = _classes(train_table, train, train_counts, cols)
+    if not len(val):
+        raise DataError(
+            f"{(val_table or train_table).source}: no rows left for validation.",
+            hint="Add rows, raise task.data.val_fraction, or give task.data.val.",
+        )
+    source = val_table.source if val_table is not None else train_table.source
+    known = "the model's classes" if label_names is not None else "the training labels"
+    _check_known(source, cols, val.labels, classes, known)
+    if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
+        train = stratified_subset(train, cfg.max_train_samples, seed)
+        report["max_train_samples"] = cfg.max_train_samples
+    report["train_size"], report["val_size"] = len(train), len(val)
+    return Corpus(train, val, classes, report)
+
+
+def _classes(table: RawTable, train: Examples, counts: dict[str, Any], cols: Columns) -> list[str]:
+    present = set(train.labels)
+    classes = sorted(present, key=_natural_key)
+    if table.label_names:  # a declared order (HF ClassLabel) wins
+        classes = [n for n in table.label_names if n in present]
+    if len(classes) < 2:
+        found = f"a single class ({classes[0]!r})" if classes else "no labelled rows"
+        raise DataError(
+            f"{table.source}: label column {cols.label!r} (task.data.label_column) holds "
+            f"{found} after dropping {counts['rows'] - counts['kept']} of {counts['rows']} "
+            "rows; classification needs at least 2 classes.",
+            hint="Check task.data.label_column and the file's labels.",
+        )
+    return classes
+
+
+def _check_known(
+    source: str, cols: Columns, labels: list[str], classes: list[str], known: str
+) -> None:
+    unseen = sorted(set(labels) - set(classes), key=_natural_key)
+    if unseen:
+        shown = ", ".join(map(repr, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
+        raise DataError(
+            f"{source}: label column {cols.label!r} has labels not among {known}: {shown}.",
+            hint=f"Known labels: {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}.",
+        )
+
+
+def report_lines(corpus: Corpus) -> list[str]:
+    """Human-readable lines for the report (printed by ``check`` and rank 0)."""
+    lines = [describe(corpus.report["train"])]
+    if "val" in corpus.report:
+        lines.append(describe(corpus.report["val"]))
+    lines.append(
+        f"{len(corpus.train)} train / {len(corpus.val)} val rows, {len(corpus.label_names)} "
+        f"classes: {', '.join(corpus.label_names[:10])}{' ...' if len(corpus.label_names) > 10 else ''}"
+    )
+    return lines
