@@ -1,0 +1,3 @@
+"""Importing this package registers every benchmark, in report order."""
+
+from bench.benchmarks import data, memory, pending, startup, training  # noqa: F401

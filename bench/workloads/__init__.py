@@ -1,0 +1,1 @@
+"""Scripts the benchmarks run as subprocesses (they import torch; the parent does not)."""
