@@ -300,6 +300,15 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
         if resume_from is not None and epoch == start_epoch:
             row["resumed_from"] = str(resume_from)
 
+        # The row goes to metrics.jsonl before the checkpoint is reported: a crash in
+        # between then replays this epoch (a repeated row; readers keep the last)
+        # instead of resuming past an epoch that has no row.
+        if ctx.is_rank_zero:
+            append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
+            tracker.log(row)
+            if ctx.prints_rows:
+                print("[lepton] " + format_row(row, t.epochs), flush=True)
+
         last = epoch == t.epochs - 1
         if (epoch + 1) % t.checkpoint_every == 0 or last:
             with temporary_checkpoint_dir() as tmp:
@@ -325,11 +334,6 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
         else:
             ctx.report(row, None)
 
-        if ctx.is_rank_zero:
-            append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
-            tracker.log(row)
-            if ctx.prints_rows:
-                print("[lepton] " + format_row(row, t.epochs), flush=True)
         for cb in spec.callbacks:
             cb.on_epoch_end(ctx, epoch, row)
         rows.append(row)
