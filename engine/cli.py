@@ -28,6 +28,16 @@ EPILOG = """examples:
 """
 
 
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a positive integer")
+    return value
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lepton",
@@ -80,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     predict.add_argument("--input", "-i", required=True, help="input file or folder")
     predict.add_argument("--output", "-o", help="output .jsonl or .csv (default: JSONL on stdout)")
-    predict.add_argument("--batch-size", type=int, default=64)
+    predict.add_argument("--batch-size", type=_positive_int, default=64)
     predict.add_argument(
         "--on-error",
         choices=["skip", "fail"],

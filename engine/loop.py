@@ -6,9 +6,9 @@ in a plain process (unit tests, debugging) with :class:`LocalContext`.
 
 Per epoch, every rank: trains (DDP, autocast, gradient accumulation and clipping,
 per-step LR schedule), validates its shard with the task's torchmetrics (synced
-across ranks on ``compute``), and calls ``report`` exactly once — with a checkpoint
-written by rank 0 on checkpoint epochs. Rank 0 then appends the row to
-``metrics.jsonl``, the engine's own record.
+across ranks on ``compute``); rank 0 appends the row to ``metrics.jsonl`` (the
+engine's own record); then every rank calls ``report`` exactly once — with a
+checkpoint written by rank 0 on checkpoint epochs.
 """
 
 from __future__ import annotations

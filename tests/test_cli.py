@@ -72,3 +72,10 @@ def test_overrides_may_follow_options(capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main(["train", "task=vision", "--bogus"])
     assert exit_info.value.code == 2
+
+
+def test_predict_batch_size_must_be_positive(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["predict", "runs/x", "--input", "y", "--batch-size", "0"])
+    assert exit_info.value.code == 2
+    assert "not a positive integer" in capsys.readouterr().err
