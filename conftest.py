@@ -22,7 +22,22 @@ os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
 
 
 @pytest.fixture(scope="session")
-def ray_cluster():
+def object_store():
+    """A real S3-API server on 127.0.0.1 for the session (tests/object_store.py).
+
+    This process's AWS_* variables point at it, and so do those of the Ray workers
+    started after it (``ray_cluster`` depends on it): ``s3://`` run dirs work in-process.
+    """
+    if str(ROOT / "tests") not in sys.path:
+        sys.path.insert(0, str(ROOT / "tests"))
+    from object_store import s3_server
+
+    with s3_server() as store:
+        yield store
+
+
+@pytest.fixture(scope="session")
+def ray_cluster(object_store):
     """One local Ray cluster for the whole test session (2 CPUs, this machine only)."""
     import ray
 

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import CheckpointError
+from engine.storage import Location, cached_copy
 
 if TYPE_CHECKING:
     import torch
@@ -143,39 +144,54 @@ def _write_json(path: Path, data: Any) -> None:
 # -- reading ----------------------------------------------------------------------
 
 
-def is_complete(directory: str | Path) -> bool:
+def is_complete(directory: str | Path | Location) -> bool:
     """True when ``task.json`` exists and every file it lists has the recorded size."""
-    path = Path(directory)
+    where = Location.parse(directory)
     try:
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((where / META_FILE).read_text())
         files = meta["files"]
-        return all((path / name).stat().st_size == size for name, size in files.items())
+        return all((where / name).size() == size for name, size in files.items())
     except (OSError, ValueError, KeyError, TypeError):
         return False
 
 
-def read_meta(directory: str | Path) -> dict[str, Any]:
-    path = Path(directory)
-    if not path.is_dir():
-        raise CheckpointError(f"Checkpoint directory {path} does not exist.")
-    if not (path / META_FILE).is_file():
+def read_meta(directory: str | Path | Location) -> dict[str, Any]:
+    where = Location.parse(directory)
+    if not (where / META_FILE).is_file():
+        if not where.is_dir():
+            raise CheckpointError(f"Checkpoint directory {where} does not exist.")
         raise CheckpointError(
-            f"{path} is not a Lepton checkpoint (no {META_FILE}).",
+            f"{where} is not a Lepton checkpoint (no {META_FILE}).",
             hint="Pass a run directory or one of its checkpoint_* directories.",
         )
-    if not is_complete(path):
+    if not is_complete(where):
         raise CheckpointError(
-            f"Checkpoint {path} is incomplete (a file is missing or was cut short).",
+            f"Checkpoint {where} is incomplete (a file is missing or was cut short).",
             hint="Use an earlier checkpoint of the run; this one was not written whole.",
         )
-    meta: dict[str, Any] = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+    meta: dict[str, Any] = json.loads((where / META_FILE).read_text())
     if meta.get("format_version", 0) > FORMAT_VERSION:
         raise CheckpointError(
-            f"Checkpoint {path} has format version {meta['format_version']}; this engine "
+            f"Checkpoint {where} has format version {meta['format_version']}; this engine "
             f"reads up to {FORMAT_VERSION}.",
             hint="Upgrade lepton-engine.",
         )
     return meta
+
+
+def local_checkpoint(directory: str | Path | Location) -> Path:
+    """A whole checkpoint on the local disk: itself, or a cached download of a remote one."""
+    where = Location.parse(directory)
+    meta = read_meta(where)
+    if where.is_local:
+        return where.local_path
+    path = cached_copy(where, json.dumps(meta, sort_keys=True))
+    if not is_complete(path):
+        raise CheckpointError(
+            f"The download of checkpoint {where} into {path} is incomplete.",
+            hint=f"Delete {path} and try again.",
+        )
+    return path
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any] | None:
@@ -205,6 +221,7 @@ class LoadedModel:
     task_config: Any
     artifacts: dict[str, Any]
     meta: dict[str, Any]
+    #: The local directory it was loaded from (a cached download for a remote checkpoint).
     path: Path
 
     def predictor(self, device: str = "cpu") -> Any:
@@ -215,14 +232,17 @@ class LoadedModel:
         return self.info.task.build_predictor(self.model, self.task_config, self.artifacts, dev)
 
 
-def load_model(directory: str | Path, registry: PluginRegistry | None = None) -> LoadedModel:
+def load_model(
+    directory: str | Path | Location, registry: PluginRegistry | None = None
+) -> LoadedModel:
     """Rebuild the task's model from a checkpoint directory (no pickle involved)."""
     from omegaconf import OmegaConf
 
     from engine.errors import UnknownTaskError
     from engine.plugins import get_registry
 
-    path = Path(directory)
+    source = Location.parse(directory)
+    path = local_checkpoint(source)
     meta = read_meta(path)
     registry = registry or get_registry()
     try:
@@ -230,7 +250,7 @@ def load_model(directory: str | Path, registry: PluginRegistry | None = None) ->
     except UnknownTaskError:
         dist = meta.get("distribution") or f"the plugin that provides task {meta['task']!r}"
         raise CheckpointError(
-            f"Checkpoint {path} is for task {meta['task']!r}, which no installed plugin provides.",
+            f"Checkpoint {source} is for task {meta['task']!r}, which no installed plugin provides.",
             hint=f"Install {dist} (version {meta.get('plugin_version') or '?'}) and try again.",
         ) from None
     schema = OmegaConf.structured(info.task.config_class)

@@ -48,3 +48,7 @@ class TrainingFailed(LeptonError):
     """Training ran but did not finish; the message says where its checkpoints are."""
 
     exit_code = 1
+
+
+class StorageError(LeptonError):
+    """The run directory's storage (a path or an object-store URI) cannot be used."""

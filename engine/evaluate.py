@@ -16,14 +16,15 @@ from typing import Any
 
 from engine.checkpoint import META_FILE, LoadedModel, load_model, to_jsonable
 from engine.errors import CheckpointError, ConfigError
-from engine.run_dir import CONFIG_FILE, RESULT_FILE, latest_checkpoint
+from engine.run_dir import CONFIG_FILE, RESULT_FILE, latest_checkpoint, read_result
+from engine.storage import Location
 
 EVAL_FILE = "eval.json"
 
 
-def resolve_checkpoint(path: str | Path) -> Path:
-    """A checkpoint directory from a checkpoint or a run directory (its best checkpoint)."""
-    p = Path(path)
+def resolve_checkpoint(path: str | Path | Location) -> Location:
+    """A checkpoint from a checkpoint or a run directory (its best checkpoint)."""
+    p = Location.parse(path)
     if (p / META_FILE).is_file():
         return p
     if (p / CONFIG_FILE).is_file() or (p / RESULT_FILE).is_file():
@@ -47,14 +48,10 @@ def resolve_checkpoint(path: str | Path) -> Path:
     )
 
 
-def _best_from_result(run_dir: Path) -> Path | None:
-    try:
-        result = json.loads((run_dir / RESULT_FILE).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return None
-    best = (result.get("summary") or {}).get("best_checkpoint")
-    if best and (Path(best) / META_FILE).is_file():
-        return Path(best)
+def _best_from_result(run_dir: Location) -> Location | None:
+    best = ((read_result(run_dir) or {}).get("summary") or {}).get("best_checkpoint")
+    if best and (Location.parse(best) / META_FILE).is_file():
+        return Location.parse(best)
     return None
 
 
@@ -102,7 +99,10 @@ def build_eval_data(loaded: LoadedModel, task_cfg: Any, new_data: bool) -> Any:
 
 
 def evaluate(
-    path: str | Path, overrides: list[str], output: str | Path | None = None, batch_size: int = 256
+    path: str | Path | Location,
+    overrides: list[str],
+    output: str | Path | None = None,
+    batch_size: int = 256,
 ) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
@@ -141,11 +141,8 @@ def evaluate(
         "extras": to_jsonable(extras),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    target = Path(output) if output else checkpoint / EVAL_FILE
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = target.with_name(target.name + ".tmp")
-    tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    tmp.replace(target)
+    target = Location.parse(output) if output else checkpoint / EVAL_FILE
+    target.write_text(json.dumps(result, indent=2) + "\n")
     result["written_to"] = str(target)
     return result
 

@@ -16,7 +16,8 @@ from __future__ import annotations
 import os
 import random
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,6 +38,7 @@ from engine.optim import build_optimizer, build_scheduler
 from engine.precision import plan_precision
 from engine.progress import ProgressWriter, format_row
 from engine.run_dir import append_metrics, latest_checkpoint, write_json_atomic
+from engine.storage import Location, local_copy
 from engine.task import TaskInfo
 from engine.tracking import Tracker, make_tracker
 from engine.worker_context import LocalContext, RayContext, WorkerContext, temporary_checkpoint_dir
@@ -111,32 +113,29 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     return inner if isinstance(inner, torch.nn.Module) else model
 
 
-def _resume_point(spec: LoopSpec, ctx: WorkerContext) -> Path | None:
-    """The newest whole checkpoint: Ray's restored one or the run dir's, by epoch.
+@contextmanager
+def _resume_checkpoint(spec: LoopSpec, ctx: WorkerContext) -> Iterator[tuple[str, Path] | None]:
+    """The newest whole checkpoint to resume from, as (where it lives, a local copy).
 
-    Ray's own pointer can be one checkpoint behind the newest one on disk when a
-    failure follows a report closely; training resumes from whichever is newer.
+    After a worker-group restart Ray hands over its own pointer, which can be one
+    checkpoint behind the newest one in the run when a failure follows a report
+    closely; training resumes from whichever is newer. With ``resume=true`` the run's
+    newest whole checkpoint is used. Remote checkpoints are downloaded for the block.
     """
-    candidates: list[tuple[int, Path]] = []
     with ctx.restored_checkpoint() as restored:
-        if restored is not None:
-            candidates.append((int(read_meta(restored)["epoch"]), restored))
-            newest_on_disk = latest_checkpoint(spec.run_dir)
-            if newest_on_disk is not None:
-                candidates.append((int(read_meta(newest_on_disk)["epoch"]), newest_on_disk))
-            # Ray's directory is valid only inside this block, so load here.
-            return _pick(candidates)
-    if spec.config.resume:
-        newest_on_disk = latest_checkpoint(spec.run_dir)
-        if newest_on_disk is not None:
-            return newest_on_disk
-    return None
-
-
-def _pick(candidates: list[tuple[int, Path]]) -> Path | None:
-    if not candidates:
-        return None
-    return max(candidates, key=lambda c: c[0])[1]
+        if restored is None and not spec.config.resume:
+            yield None
+            return
+        newest = latest_checkpoint(spec.run_dir)
+        if newest is not None and (
+            restored is None or read_meta(newest)["epoch"] >= read_meta(restored)["epoch"]
+        ):
+            with local_copy(newest) as path:
+                yield newest.uri, path
+        elif restored is not None:
+            yield str(restored), restored
+        else:
+            yield None
 
 
 def _val_subset(dataset: Any, rank: int, world: int) -> Any:
@@ -208,20 +207,22 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
         print(f"[lepton] precision: {precision.note}", flush=True)
 
     start_epoch, global_step = 0, 0
-    resume_from = _resume_point(spec, ctx)
-    if resume_from is not None:
-        load_weights(plain_model, resume_from)
-        state = load_training_state(resume_from) or {}
-        if "optimizer" in state:
-            optimizer.load_state_dict(state["optimizer"])
-        if "scheduler" in state:
-            scheduler.load_state_dict(state["scheduler"])
-        if "scaler" in state and precision.use_scaler:
-            scaler.load_state_dict(state["scaler"])
-        start_epoch = int(state.get("epoch", read_meta(resume_from)["epoch"])) + 1
-        global_step = int(state.get("global_step", 0))
-        if ctx.is_rank_zero:
-            print(f"[lepton] resumed from {resume_from} (epoch {start_epoch - 1} done)", flush=True)
+    resume_from: str | None = None
+    with _resume_checkpoint(spec, ctx) as found:
+        if found is not None:
+            resume_from, local = found
+            load_weights(plain_model, local)
+            state = load_training_state(local) or {}
+            if "optimizer" in state:
+                optimizer.load_state_dict(state["optimizer"])
+            if "scheduler" in state:
+                scheduler.load_state_dict(state["scheduler"])
+            if "scaler" in state and precision.use_scaler:
+                scaler.load_state_dict(state["scaler"])
+            start_epoch = int(state.get("epoch", read_meta(local)["epoch"])) + 1
+            global_step = int(state.get("global_step", 0))
+    if resume_from is not None and ctx.is_rank_zero:
+        print(f"[lepton] resumed from {resume_from} (epoch {start_epoch - 1} done)", flush=True)
 
     for cb in spec.callbacks:
         cb.on_train_start(ctx, start_epoch)
@@ -298,7 +299,7 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
             "world_size": ctx.world_size,
         }
         if resume_from is not None and epoch == start_epoch:
-            row["resumed_from"] = str(resume_from)
+            row["resumed_from"] = resume_from
 
         # The row goes to metrics.jsonl before the checkpoint is reported: a crash in
         # between then replays this epoch (a repeated row; readers keep the last)
@@ -372,7 +373,7 @@ def _record_workers(spec: LoopSpec, ctx: WorkerContext, model: torch.nn.Module) 
     if ctx.is_rank_zero:
         digests = {w["weights_sha256"] for w in everyone}
         write_json_atomic(
-            Path(spec.run_dir) / "workers.json",
+            Location.parse(spec.run_dir) / "workers.json",
             {
                 "world_size": ctx.world_size,
                 "weights_in_sync": len(digests) == 1,
@@ -404,7 +405,7 @@ def validate_epoch(
 
 def run_local(spec: LoopSpec, device: str = "cpu") -> LocalContext:
     """Run the loop in this process without Ray (tests, debugging)."""
-    Path(spec.run_dir).mkdir(parents=True, exist_ok=True)
+    Location.parse(spec.run_dir).mkdir()
     ctx = LocalContext(spec.run_dir, device=device)
     run_loop(spec, ctx)
     return ctx

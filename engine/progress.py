@@ -19,7 +19,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from engine.errors import LeptonError
 from engine.run_dir import METRICS_FILE, write_json_atomic
+from engine.storage import REMOTE_POLL_S, Location
 
 PROGRESS_FILE = "progress.json"
 
@@ -27,9 +29,9 @@ PROGRESS_FILE = "progress.json"
 class ProgressWriter:
     """Rank 0's side: throttled, atomic writes of ``progress.json``."""
 
-    def __init__(self, run_dir: str | Path, every_s: float = 1.0) -> None:
-        self.path = Path(run_dir) / PROGRESS_FILE
-        self.every_s = every_s
+    def __init__(self, run_dir: str | Path | Location, every_s: float = 1.0) -> None:
+        self.path = Location.parse(run_dir) / PROGRESS_FILE
+        self.every_s = every_s if self.path.is_local else max(every_s, REMOTE_POLL_S)
         self._last = 0.0
 
     def update(self, force: bool = False, **fields: Any) -> None:
@@ -37,7 +39,7 @@ class ProgressWriter:
         if not force and now - self._last < self.every_s:
             return
         self._last = now
-        with contextlib.suppress(OSError):  # best effort; metrics.jsonl is the record
+        with contextlib.suppress(OSError, LeptonError):  # best effort; metrics.jsonl is the record
             write_json_atomic(self.path, {**fields, "time": time.time()})
 
 
@@ -57,27 +59,29 @@ class DriverProgress:
 
     def __init__(
         self,
-        run_dir: str | Path,
+        run_dir: str | Path | Location,
         epochs: int,
         *,
         echo: Callable[[str], None] = print,
         stream: TextIO | None = None,
         interval_s: float = 0.5,
     ) -> None:
-        self.run_dir = Path(run_dir)
+        self.run_dir = Location.parse(run_dir)
         self.epochs = epochs
         self.echo = echo
         self.stream = stream or sys.stdout
         self.live = bool(getattr(self.stream, "isatty", lambda: False)())
-        self.interval_s = interval_s
+        self.interval_s = interval_s if self.run_dir.is_local else max(interval_s, REMOTE_POLL_S)
         self._offset = 0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live_width = 0
 
     def __enter__(self) -> DriverProgress:
-        metrics = self.run_dir / METRICS_FILE
-        self._offset = metrics.stat().st_size if metrics.exists() else 0
+        try:
+            self._offset = (self.run_dir / METRICS_FILE).size()
+        except (OSError, LeptonError):
+            self._offset = 0
         self._thread = threading.Thread(target=self._run, name="lepton-progress", daemon=True)
         self._thread.start()
         return self
@@ -101,12 +105,9 @@ class DriverProgress:
             self._show_live()
 
     def _new_rows(self) -> list[dict[str, Any]]:
-        path = self.run_dir / METRICS_FILE
         try:
-            with open(path, encoding="utf-8") as fh:
-                fh.seek(self._offset)
-                chunk = fh.read()
-        except OSError:
+            chunk = (self.run_dir / METRICS_FILE).read_bytes(self._offset).decode("utf-8")
+        except (OSError, UnicodeDecodeError, LeptonError):
             return []
         complete, _, _ = chunk.rpartition("\n")
         if not complete:
@@ -122,8 +123,8 @@ class DriverProgress:
 
     def _show_live(self) -> None:
         try:
-            data = json.loads((self.run_dir / PROGRESS_FILE).read_text(encoding="utf-8"))
-        except (OSError, ValueError):
+            data = json.loads((self.run_dir / PROGRESS_FILE).read_text())
+        except (OSError, ValueError, LeptonError):
             return
         text = (
             f"epoch {data.get('epoch', 0) + 1}/{self.epochs}  step {data.get('step_in_epoch', 0)}"

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from engine.config import ScalingConfig
 from engine.errors import ClusterError
+from engine.storage import Location
 
 
 @dataclass
@@ -70,18 +71,20 @@ def cluster_resources() -> ClusterResources:
     )
 
 
-def check_storage(run_dir: str, shared_fs: bool, res: ClusterResources) -> None:
+def check_storage(run_dir: str | Location, shared_fs: bool, res: ClusterResources) -> None:
     """Refuse a machine-local run directory on a cluster that spans several machines.
 
     Checkpoints written on one node must be readable by every other node (to resume
-    after a failure) and by the driver. Nodes on one machine share its disk.
+    after a failure) and by the driver. Nodes on one machine share its disk; an
+    object store is reachable from every node.
     """
-    if res.hosts <= 1 or shared_fs:
+    if res.hosts <= 1 or shared_fs or not Location.parse(run_dir).is_local:
         return
     raise ClusterError(
         f"run.dir={run_dir} is a local path, but the cluster spans {res.hosts} machines: "
         "checkpoints written on one node would be invisible to the others.",
-        hint="Point run.dir at storage every node mounts (an NFS path) and add run.shared_fs=true.",
+        hint="Point run.dir at an object store (run.dir=s3://<bucket>/<path> or gs://…), or at "
+        "storage every node mounts (an NFS path) and add run.shared_fs=true.",
     )
 
 

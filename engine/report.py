@@ -9,13 +9,15 @@ throughput per epoch), ``result.json`` (status, best checkpoint, wall time),
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import META_FILE
 from engine.errors import CheckpointError
 from engine.evaluate import EVAL_FILE
-from engine.run_dir import CONFIG_FILE, read_metrics, read_result
+from engine.run_dir import CONFIG_FILE, read_json, read_metrics, read_result
+from engine.storage import Location
 
 REPORT_FILE = "report.md"
 REPORT_DIR = "report"
@@ -112,8 +114,19 @@ def _confusion_plot(path: Path, matrix: list[list[int]], names: list[str]) -> No
     plt.close(fig)
 
 
-def write_report(run_dir: str | Path) -> Path:
-    run_dir = Path(run_dir)
+def write_report(run_dir: str | Path | Location) -> Location:
+    """Write ``report.md`` and its plots into the run directory (local or remote)."""
+    run_dir = Location.parse(run_dir)
+    if run_dir.is_local:
+        return _write_report(run_dir, run_dir.local_path)
+    with tempfile.TemporaryDirectory(prefix="lepton-report-") as tmp:
+        _write_report(run_dir, Path(tmp))
+        run_dir.upload(Path(tmp))
+    return run_dir / REPORT_FILE
+
+
+def _write_report(run_dir: Location, local: Path) -> Location:
+    """Render from ``run_dir`` into the local directory ``local``."""
     if not (run_dir / CONFIG_FILE).is_file():
         raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE}).")
     rows = read_metrics(run_dir)
@@ -121,8 +134,8 @@ def write_report(run_dir: str | Path) -> Path:
         raise CheckpointError(f"Run {run_dir} has no finished epoch yet; nothing to report.")
     result = read_result(run_dir) or {}
     summary = result.get("summary") or {}
-    out = run_dir / REPORT_DIR
-    out.mkdir(exist_ok=True)
+    out = local / REPORT_DIR
+    out.mkdir(parents=True, exist_ok=True)
     epochs = [int(r["epoch"]) + 1 for r in rows]
     images: list[tuple[str, str]] = []
 
@@ -146,11 +159,11 @@ def write_report(run_dir: str | Path) -> Path:
 
     best_ckpt = summary.get("best_checkpoint")
     meta: dict[str, Any] = {}
-    if best_ckpt and (Path(best_ckpt) / META_FILE).is_file():
-        meta = json.loads((Path(best_ckpt) / META_FILE).read_text(encoding="utf-8"))
-        eval_path = Path(best_ckpt) / EVAL_FILE
-        if eval_path.is_file():
-            extras = json.loads(eval_path.read_text(encoding="utf-8")).get("extras", {})
+    if best_ckpt and (Location.parse(best_ckpt) / META_FILE).is_file():
+        meta = read_json(Location.parse(best_ckpt) / META_FILE) or {}
+        evaluation = read_json(Location.parse(best_ckpt) / EVAL_FILE)
+        if evaluation is not None:
+            extras = evaluation.get("extras", {})
             if "confusion_matrix" in extras:
                 _confusion_plot(
                     out / "confusion_matrix.png", extras["confusion_matrix"], extras["class_names"]
@@ -158,12 +171,12 @@ def write_report(run_dir: str | Path) -> Path:
                 images.append(("Confusion matrix", "confusion_matrix.png"))
 
     text = _markdown(run_dir, rows, result, summary, meta, images)
-    (run_dir / REPORT_FILE).write_text(text, encoding="utf-8")
+    (local / REPORT_FILE).write_text(text, encoding="utf-8")
     return run_dir / REPORT_FILE
 
 
 def _markdown(
-    run_dir: Path,
+    run_dir: Location,
     rows: list[dict[str, Any]],
     result: dict[str, Any],
     summary: dict[str, Any],
@@ -172,7 +185,7 @@ def _markdown(
 ) -> str:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.load(run_dir / CONFIG_FILE)
+    cfg = OmegaConf.create((run_dir / CONFIG_FILE).read_text())
     steady = [r["samples_per_s"] for r in rows[1:]] or [rows[0]["samples_per_s"]]
     metric = summary.get("metric") or "-"
     best = summary.get("best_value")

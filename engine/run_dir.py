@@ -6,7 +6,12 @@
         config.yaml         the resolved config this run was started with
         metrics.jsonl       one JSON line per reported epoch (rank 0 writes it)
         checkpoint_*/       checkpoints, made visible by Ray Train once whole
+        progress.json       the live position of rank 0 (epoch, step, throughput)
+        workers.json        each rank's node and final weights digest
         result.json         status, best metric and checkpoint (written at the end)
+
+``run.dir`` may be a local path (a shared mount on a multi-machine cluster) or an
+object-store URI (``s3://bucket/runs``); :mod:`engine.storage` does the file work.
 
 ``metrics.jsonl`` may repeat an epoch after a failure (the loop resumes from the
 newest whole checkpoint, which can be behind the last reported epoch): readers take
@@ -23,10 +28,14 @@ from pathlib import Path
 from typing import Any
 
 from engine.checkpoint import META_FILE, is_complete
+from engine.storage import Location
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
+
+#: A run directory or a file in one: a local path, or an object-store URI.
+Where = str | Path | Location
 
 
 def new_run_name(task: str) -> str:
@@ -34,24 +43,14 @@ def new_run_name(task: str) -> str:
     return f"{task}-{stamp}-{os.getpid() % 10000:04d}"
 
 
-def append_metrics(run_dir: str | Path, row: dict[str, Any]) -> None:
+def append_metrics(run_dir: Where, row: dict[str, Any]) -> None:
     """Append one row; a crash can at worst leave a partial last line, which readers skip."""
-    path = Path(run_dir) / METRICS_FILE
-    path.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(row, allow_nan=True) + "\n"
-    with open(path, "a", encoding="utf-8") as fh:
-        fh.write(line)
-        fh.flush()
-        os.fsync(fh.fileno())
+    (Location.parse(run_dir) / METRICS_FILE).append_text(json.dumps(row, allow_nan=True) + "\n")
 
 
-def read_metrics(run_dir: str | Path, *, dedupe: bool = True) -> list[dict[str, Any]]:
-    """Rows of ``metrics.jsonl``; with ``dedupe``, the last row per epoch, in epoch order."""
-    path = Path(run_dir) / METRICS_FILE
-    if not path.is_file():
-        return []
+def parse_metrics(text: str, *, dedupe: bool = True) -> list[dict[str, Any]]:
     rows = []
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in text.splitlines():
         try:
             rows.append(json.loads(line))
         except ValueError:
@@ -64,46 +63,55 @@ def read_metrics(run_dir: str | Path, *, dedupe: bool = True) -> list[dict[str, 
     return [by_epoch[e] for e in sorted(by_epoch)]
 
 
-def checkpoints(run_dir: str | Path) -> list[Path]:
+def read_metrics(run_dir: Where, *, dedupe: bool = True) -> list[dict[str, Any]]:
+    """Rows of ``metrics.jsonl``; with ``dedupe``, the last row per epoch, in epoch order."""
+    try:
+        text = (Location.parse(run_dir) / METRICS_FILE).read_text()
+    except FileNotFoundError:
+        return []
+    return parse_metrics(text, dedupe=dedupe)
+
+
+def checkpoints(run_dir: Where) -> list[Location]:
     """Whole checkpoint directories of a run, oldest epoch first."""
     found = []
-    for path in Path(run_dir).glob("checkpoint_*"):
-        if path.is_dir() and is_complete(path):
-            meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
-            found.append((int(meta.get("epoch", -1)), path.stat().st_mtime, path))
-    return [p for _, _, p in sorted(found)]
+    for path in Location.parse(run_dir).children():
+        if path.name.startswith("checkpoint_") and is_complete(path):
+            meta = json.loads((path / META_FILE).read_text())
+            found.append((int(meta.get("epoch", -1)), path.name, path))
+    return [p for _, _, p in sorted(found, key=lambda f: (f[0], f[1]))]
 
 
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
+def latest_checkpoint(run_dir: Where) -> Location | None:
     found = checkpoints(run_dir)
     return found[-1] if found else None
 
 
-def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, allow_nan=True) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+def write_json_atomic(path: Where, data: dict[str, Any]) -> None:
+    Location.parse(path).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
-def read_result(run_dir: str | Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / RESULT_FILE
-    if not path.is_file():
-        return None
+def read_json(path: Where) -> dict[str, Any] | None:
+    """A JSON object from a file, or None when it is missing or not whole."""
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-        return data
-    except ValueError:
+        data = json.loads(Location.parse(path).read_text())
+    except (OSError, ValueError):
         return None
+    return data if isinstance(data, dict) else None
+
+
+def read_result(run_dir: Where) -> dict[str, Any] | None:
+    return read_json(Location.parse(run_dir) / RESULT_FILE)
 
 
 @dataclass
 class RunSummary:
-    run_dir: Path
+    run_dir: Location
     status: str
     metric: str
     best_value: float | None
     best_epoch: int | None
-    best_checkpoint: Path | None
+    best_checkpoint: Location | None
     epochs_done: int
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,12 +126,12 @@ class RunSummary:
         }
 
 
-def summarize(run_dir: str | Path, metric: str, mode: str, status: str) -> RunSummary:
-    """Best checkpoint by ``metric`` among the whole checkpoints still on disk."""
-    run_dir = Path(run_dir)
-    best: tuple[float, int, Path] | None = None
+def summarize(run_dir: Where, metric: str, mode: str, status: str) -> RunSummary:
+    """Best checkpoint by ``metric`` among the whole checkpoints still in the run."""
+    run_dir = Location.parse(run_dir)
+    best: tuple[float, int, Location] | None = None
     for path in checkpoints(run_dir):
-        meta = json.loads((path / META_FILE).read_text(encoding="utf-8"))
+        meta = json.loads((path / META_FILE).read_text())
         value = meta.get("metrics", {}).get(metric)
         if value is None:
             continue

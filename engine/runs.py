@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.run_dir import CONFIG_FILE, read_metrics, read_result
+from engine.storage import Location
 
 
 def _pid_alive(pid: int) -> bool:
@@ -21,7 +22,7 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def run_status(run_dir: Path) -> str:
+def run_status(run_dir: str | Path | Location) -> str:
     """finished | failed | interrupted | running (a 'running' run whose driver is gone was interrupted)."""
     result = read_result(run_dir) or {}
     status = result.get("status", "interrupted")
@@ -33,20 +34,20 @@ def run_status(run_dir: Path) -> str:
     return str(status)
 
 
-def _task_of(run_dir: Path) -> str:
+def _task_of(run_dir: Location) -> str:
     import yaml
 
     try:
-        cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text(encoding="utf-8")) or {}
+        cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
         return str(cfg.get("task", {}).get("name", "?"))
     except (OSError, yaml.YAMLError, AttributeError):
         return "?"
 
 
-def list_runs(root: str | Path) -> list[dict[str, Any]]:
-    root = Path(root)
+def list_runs(root: str | Path | Location) -> list[dict[str, Any]]:
+    root = Location.parse(root)
     runs = []
-    for run_dir in sorted(p for p in root.glob("*") if (p / CONFIG_FILE).is_file()):
+    for run_dir in [p for p in root.children() if (p / CONFIG_FILE).is_file()]:
         rows = read_metrics(run_dir)
         summary = (read_result(run_dir) or {}).get("summary") or {}
         metric = summary.get("metric")
@@ -60,13 +61,13 @@ def list_runs(root: str | Path) -> list[dict[str, Any]]:
         runs.append(
             {
                 "name": run_dir.name,
-                "path": str(run_dir),
+                "path": run_dir.uri,
                 "task": _task_of(run_dir),
                 "status": run_status(run_dir),
                 "metric": metric,
                 "best": best,
                 "epochs": len(rows),
-                "age_s": round(time.time() - (run_dir / CONFIG_FILE).stat().st_mtime, 1),
+                "age_s": round(time.time() - (run_dir / CONFIG_FILE).mtime(), 1),
             }
         )
     return runs

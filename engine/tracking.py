@@ -2,7 +2,8 @@
 
 ``metrics.jsonl`` in the run directory is always written (by the loop); this module
 adds the optional external tracker. W&B runs offline unless ``WANDB_API_KEY`` is set
-(or ``WANDB_MODE`` says otherwise), writes under ``<run_dir>/wandb``, and uses the
+(or ``WANDB_MODE`` says otherwise), writes under ``<run_dir>/wandb`` (under
+``~/.cache/lepton/wandb/<run>`` when the run lives in an object store), and uses the
 run name as its id so a resumed run appends to the same W&B run.
 
 Ray Train V2 ranks are not visible to ``setup_wandb(rank_zero_only=True)``, so the
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.config import LoggerConfig
+from engine.storage import Location, cache_dir
 
 
 class Tracker:
@@ -57,6 +59,12 @@ class WandbTracker(Tracker):
 
 
 def make_tracker(cfg: LoggerConfig, run_dir: str | Path, config: dict[str, Any]) -> Tracker:
-    if cfg.name == "wandb":
-        return WandbTracker(cfg, Path(run_dir), config)
-    return Tracker()
+    if cfg.name != "wandb":
+        return Tracker()
+    where = Location.parse(run_dir)
+    if where.is_local:
+        return WandbTracker(cfg, where.local_path, config)
+    # W&B writes its files locally: for a run in an object store, under the cache dir.
+    local = cache_dir() / "wandb" / where.name
+    local.mkdir(parents=True, exist_ok=True)
+    return WandbTracker(cfg, local, config)

@@ -6,7 +6,6 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 from engine.config import LeptonConfig, checkpoint_metric
@@ -20,17 +19,13 @@ from engine.run_dir import (
     summarize,
     write_json_atomic,
 )
+from engine.storage import Location
 from engine.task import TaskInfo
 
 
-def resolve_run_dir(cfg: LeptonConfig) -> Path:
+def resolve_run_dir(cfg: LeptonConfig) -> Location:
     """The run directory for this invocation; checks resume/new-run consistency."""
-    if "://" in cfg.run.dir:
-        raise CheckpointError(
-            f"run.dir={cfg.run.dir}: object-store URIs are not supported by this version.",
-            hint="Use a directory every node mounts (NFS) with run.shared_fs=true.",
-        )
-    root = Path(cfg.run.dir).expanduser().resolve()
+    root = Location.parse(cfg.run.dir)
     if cfg.run.name:
         run_dir = root / cfg.run.name
     elif cfg.resume:
@@ -43,12 +38,13 @@ def resolve_run_dir(cfg: LeptonConfig) -> Path:
         run_dir = previous
     else:
         run_dir = root / new_run_name(cfg.task_name)
-    if cfg.resume and not run_dir.is_dir():
+    started = run_dir.children()
+    if cfg.resume and not started:
         raise CheckpointError(
             f"resume=true but run {run_dir} does not exist.",
             hint=f"Check run.name and run.dir (runs there: {', '.join(_run_names(root)) or 'none'}).",
         )
-    if not cfg.resume and run_dir.is_dir() and any(run_dir.iterdir()):
+    if not cfg.resume and started:
         raise CheckpointError(
             f"Run {run_dir} already exists.",
             hint="Add resume=true to continue it, or pick another run.name.",
@@ -56,17 +52,17 @@ def resolve_run_dir(cfg: LeptonConfig) -> Path:
     return run_dir
 
 
-def _run_names(root: Path) -> list[str]:
-    return (
-        sorted(p.name for p in root.glob("*") if (p / CONFIG_FILE).is_file())
-        if root.is_dir()
-        else []
-    )
+def _runs_in(root: Location) -> list[Location]:
+    return [p for p in root.children() if (p / CONFIG_FILE).is_file()]
 
 
-def _latest_run_of(root: Path, task: str) -> Path | None:
-    runs = [p for p in root.glob(f"{task}-*") if (p / CONFIG_FILE).is_file()]
-    return max(runs, key=lambda p: (p / CONFIG_FILE).stat().st_mtime) if runs else None
+def _run_names(root: Location) -> list[str]:
+    return sorted(p.name for p in _runs_in(root))
+
+
+def _latest_run_of(root: Location, task: str) -> Location | None:
+    runs = [p for p in _runs_in(root) if p.name.startswith(f"{task}-")]
+    return max(runs, key=lambda p: (p / CONFIG_FILE).mtime()) if runs else None
 
 
 def _worker_error(exc: BaseException) -> BaseException | None:
@@ -98,15 +94,15 @@ def train(
             return summarize(run_dir, metric, mode, "finished")
 
     info.task.check(cfg.task)  # data problems surface before Ray starts
-    run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / CONFIG_FILE).write_text(config_yaml, encoding="utf-8")
+    run_dir.mkdir()
+    (run_dir / CONFIG_FILE).write_text(config_yaml)
     started = time.time()
     _write_status(run_dir, "running", started=started)
 
     spec = LoopSpec(
         info=info,
         config=cfg,
-        run_dir=str(run_dir),
+        run_dir=run_dir.uri,
         metric=metric,
         mode=mode,
         callbacks=list(callbacks),
@@ -120,7 +116,7 @@ def train(
         with ray_cluster(cfg.ray.address):
             resources = cluster_resources()
             check_fits(cfg.scaling, resources)
-            check_storage(str(run_dir.parent), cfg.run.shared_fs, resources)
+            check_storage(run_dir.parent, cfg.run.shared_fs, resources)
             trainer = _build_trainer(cfg, spec, run_dir, train_loop_per_worker)
             with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
                 trainer.fit()
@@ -147,7 +143,9 @@ def train(
     return summary
 
 
-def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[..., Any]) -> Any:
+def _build_trainer(
+    cfg: LeptonConfig, spec: Any, run_dir: Location, loop: Callable[..., Any]
+) -> Any:
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.train.v2.api.config import LoggingConfig
@@ -170,7 +168,7 @@ def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[.
         ),
         run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees the V1 signature
             name=run_dir.name,
-            storage_path=str(run_dir.parent),
+            storage_path=run_dir.parent.uri,
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
             checkpoint_config=CheckpointConfig(
@@ -182,7 +180,7 @@ def _build_trainer(cfg: LeptonConfig, spec: Any, run_dir: Path, loop: Callable[.
     )
 
 
-def _write_status(run_dir: Path, status: str, *, started: float, **extra: Any) -> None:
+def _write_status(run_dir: Location, status: str, *, started: float, **extra: Any) -> None:
     data = {
         "status": status,
         "pid": os.getpid(),

@@ -57,7 +57,9 @@ class LocalContext(WorkerContext):
     """One process, no Ray: checkpoints are copied into ``run_dir`` like Ray would."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
-        self.run_dir = Path(run_dir)
+        from engine.storage import Location
+
+        self.run_dir = Location.parse(run_dir)
         self._device = torch.device(device)
         self.reports: list[dict[str, Any]] = []
 
@@ -70,10 +72,14 @@ class LocalContext(WorkerContext):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir is not None:
-            dest = self.run_dir / f"checkpoint_epoch{metrics.get('epoch', 0):04d}_{time.time_ns()}"
-            tmp = dest.with_name(dest.name + ".partial")
-            shutil.copytree(checkpoint_dir, tmp)
-            tmp.rename(dest)  # visible only once whole
+            name = f"checkpoint_epoch{metrics.get('epoch', 0):04d}_{time.time_ns()}"
+            dest = self.run_dir / name
+            if dest.is_local:
+                tmp = dest.local_path.with_name(name + ".partial")
+                shutil.copytree(checkpoint_dir, tmp)
+                tmp.rename(dest.local_path)  # visible only once whole
+            else:  # like Ray: file by file; task.json's size list tells whole from cut short
+                dest.upload(Path(checkpoint_dir))
             metrics = {**metrics, "checkpoint": str(dest)}
         self.reports.append(metrics)
 

@@ -105,8 +105,8 @@ def test_wandb_offline_run_holds_logged_metrics(ray_cluster, tmp_path, monkeypat
         "logger.group=ci",
         "logger.tags=[a,b]",
     )
-    runs = list((summary.run_dir / "wandb").glob("offline-run-*"))
-    assert len(runs) == 1, list((summary.run_dir / "wandb").iterdir())
+    runs = list((summary.run_dir.local_path / "wandb").glob("offline-run-*"))
+    assert len(runs) == 1, list((summary.run_dir.local_path / "wandb").iterdir())
     history, run_meta = [], None
     for record in _wandb_records(next(runs[0].glob("*.wandb"))):
         kind = record.WhichOneof("record_type")

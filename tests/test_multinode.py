@@ -43,4 +43,5 @@ def test_local_run_dir_refused_on_a_cluster_of_several_machines():
     with pytest.raises(ClusterError, match="run.shared_fs=true"):
         check_storage("/home/me/runs", False, two_hosts)
     check_storage("/mnt/nfs/runs", True, two_hosts)
+    check_storage("s3://bucket/runs", False, two_hosts)  # every node reaches an object store
     check_storage("runs", False, ClusterResources(2, 0, 2, 1, 0, hosts=1))
