@@ -1,4 +1,9 @@
-"""Two Ray nodes on this machine (head + joining raylet, token auth): placement and sync."""
+"""Two Ray nodes on this machine (head + joining raylet, token auth): placement and sync.
+
+The run directory is an ``s3://`` bucket on the session's S3-API server (conftest's
+``object_store``): the storage a cluster of several machines needs, reached by every
+node through the AWS_* variables the nodes are started with.
+"""
 
 from __future__ import annotations
 
@@ -9,12 +14,16 @@ from multinode import LocalMultiNodeCluster
 
 from conftest import run_lepton
 from engine.errors import ClusterError
+from engine.checkpoint import read_meta
 from engine.ray_cluster import ClusterResources, check_storage
+from engine.run_dir import checkpoints
+from engine.storage import Location
 
 pytestmark = pytest.mark.slow
 
 
-def test_spread_workers_land_on_different_nodes_with_synced_weights(tmp_path):
+def test_spread_workers_land_on_different_nodes_with_synced_weights(object_store):
+    root = f"{object_store.new_bucket()}/runs"
     cluster = LocalMultiNodeCluster(head_cpus=1, worker_cpus=(1,)).start()
     try:
         out = run_lepton(
@@ -24,15 +33,16 @@ def test_spread_workers_land_on_different_nodes_with_synced_weights(tmp_path):
             "scaling.num_workers=2",
             "scaling.placement_strategy=STRICT_SPREAD",
             "trainer.collective_timeout_s=60",
-            f"run.dir={tmp_path / 'runs'}",
+            f"run.dir={root}",
+            "run.name=spread",
             env=cluster.client_env(),
         )
         assert out.returncode == 0, out.stderr[-3000:]
-        (workers_file,) = (tmp_path / "runs").glob("*/workers.json")
-        workers = json.loads(workers_file.read_text())
+        workers = json.loads((Location.parse(root) / "spread" / "workers.json").read_text())
         node_ids = {w["node_id"] for w in workers["workers"]}
         assert len(node_ids) == 2, workers
         assert workers["weights_in_sync"] is True
+        assert [read_meta(c)["epoch"] for c in checkpoints(f"{root}/spread")] == [0, 1]
     finally:
         cluster.stop()
     assert cluster.processes() == []
