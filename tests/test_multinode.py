@@ -13,8 +13,8 @@ import pytest
 from multinode import LocalMultiNodeCluster
 
 from conftest import run_lepton
-from engine.errors import ClusterError
 from engine.checkpoint import read_meta
+from engine.errors import ClusterError
 from engine.ray_cluster import ClusterResources, check_storage
 from engine.run_dir import checkpoints
 from engine.storage import Location
