@@ -100,7 +100,7 @@ def test_predict_matches_in_process_predictions_and_skips_corrupt(vision_run, tm
 def test_report_pngs_are_real_images_and_md_names_best(vision_run):
     out = run_lepton("report", str(vision_run.run_dir))
     assert out.returncode == 0, out.stderr[-2000:]
-    pngs = sorted((vision_run.run_dir / "report").glob("*.png"))
+    pngs = sorted((vision_run.run_dir.local_path / "report").glob("*.png"))
     assert {p.name for p in pngs} == {
         "loss.png",
         "metrics.png",
