@@ -11,11 +11,11 @@ from __future__ import annotations
 import json
 
 import pytest
+from test_loop_local import _spec
 
 from engine.checkpoint import load_model, read_meta
-from engine.cli import load_config
 from engine.errors import CheckpointError, StorageError
-from engine.loop import LoopCallback, LoopSpec, run_local
+from engine.loop import LoopCallback, run_local
 from engine.progress import DriverProgress
 from engine.report import write_report
 from engine.run_dir import checkpoints, latest_checkpoint, read_metrics, summarize
@@ -62,20 +62,6 @@ def test_a_missing_bucket_is_a_clear_storage_error(object_store):
     assert "s3://no-such-bucket-lepton/runs/r1/config.yaml" in str(err.value)
     assert "bucket 'no-such-bucket-lepton' does not exist" in str(err.value)
     assert "Create it first" in str(err.value)
-
-
-def _spec(run_dir, *overrides, callbacks=()):
-    typed, info, _, _ = load_config(
-        ["task=vision", "scaling.num_workers=1", "trainer.batch_size=64", *overrides]
-    )
-    return LoopSpec(
-        info=info,
-        config=typed,
-        run_dir=run_dir,
-        metric="val/accuracy",
-        mode="max",
-        callbacks=list(callbacks),
-    )
 
 
 class _Starts(LoopCallback):
