@@ -70,6 +70,14 @@ def test_object_store_run_survives_a_worker_sigkill_and_serves_the_cli(
     assert abs(result["metrics"]["val/accuracy"] - summary.best_value) < 1e-6
     assert result["written_to"] == f"{best.uri}/eval.json"
 
+    print(
+        f"\n[s3 run] killed: {(tmp_path / 'killed.txt').read_text()}; first row after restart: "
+        f"epoch {resumed[0]['epoch']} from {resumed[0]['resumed_from'].rsplit('/', 1)[-1]}; "
+        f"final val/accuracy {read_metrics(run_dir)[-1]['val/accuracy']:.4f}; best "
+        f"{summary.best_value:.4f}; evaluate from the bucket {result['metrics']['val/accuracy']:.4f}; "
+        f"{len(keys)} objects under {run_dir}"
+    )
+
     again = run_lepton(
         "train", "task=vision", f"run.dir={root}", "run.name=s3run", "resume=true", env=env
     )
