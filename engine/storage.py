@@ -51,6 +51,8 @@ def _filesystem(scheme: str, bucket: str) -> Any:
     try:
         fs, _ = pyarrow.fs.FileSystem.from_uri(f"{scheme}://{bucket}")
     except (OSError, ValueError) as exc:
+        if _missing_bucket(exc):
+            raise _no_such_bucket(scheme, bucket, f"{scheme}://{bucket}") from None
         raise StorageError(
             f"Cannot open {scheme}://{bucket}: {_first_line(exc)}",
             hint=_access_hint(scheme),
@@ -67,6 +69,13 @@ def _missing_bucket(exc: BaseException) -> bool:
     text = str(exc).lower()
     return "no_such_bucket" in text or (
         "bucket" in text and ("not found" in text or "does not exist" in text)
+    )
+
+
+def _no_such_bucket(scheme: str, bucket: str, uri: str) -> StorageError:
+    return StorageError(
+        f"Cannot use {uri}: bucket {bucket!r} does not exist.",
+        hint=f"Create it first (e.g. `aws s3 mb {scheme}://{bucket}`), or fix run.dir.",
     )
 
 
@@ -280,12 +289,8 @@ class Location:
             with self._fs.open_output_stream(self._path) as fh:
                 fh.write(data)
         except OSError as exc:
-            bucket = self._path.split("/", 1)[0]
             if _missing_bucket(exc):
-                raise StorageError(
-                    f"Cannot write {self.uri}: bucket {bucket!r} does not exist.",
-                    hint=f"Create it first (e.g. `aws s3 mb {self.scheme}://{bucket}`), or fix run.dir.",
-                ) from None
+                raise _no_such_bucket(self.scheme, self._path.split("/", 1)[0], self.uri) from None
             raise StorageError(
                 f"Cannot write {self.uri}: {_first_line(exc)}", hint=_access_hint(self.scheme)
             ) from None
