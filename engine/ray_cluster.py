@@ -8,6 +8,7 @@ environment). A cluster already initialised in this process (tests) is reused.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from collections.abc import Iterator
@@ -86,6 +87,74 @@ def check_storage(run_dir: str | Location, shared_fs: bool, res: ClusterResource
         hint="Point run.dir at an object store (run.dir=s3://<bucket>/<path> or gs://…), or at "
         "storage every node mounts (an NFS path) and add run.shared_fs=true.",
     )
+
+
+PROBE_DIR = ".lepton-preflight"
+
+
+def _probe_write(run_dir: str, marker: str) -> tuple[str, str | None]:
+    """Runs on one node: write a marker into the run directory; (hostname, error or None)."""
+    import socket
+
+    try:
+        (Location.parse(run_dir) / PROBE_DIR / marker).write_text(socket.gethostname())
+        return socket.gethostname(), None
+    except Exception as exc:  # any failure is the answer, sent back to the driver
+        text = str(exc).strip().splitlines()
+        return socket.gethostname(), text[0] if text else type(exc).__name__
+
+
+def check_nodes_reach_storage(run_dir: str | Location, timeout_s: float = 120) -> None:
+    """Every alive node with CPUs writes a marker into ``run_dir``; the driver must see all.
+
+    Catches, before training starts, a node without credentials or endpoint for an object
+    store, and a "shared" mount that is not shared (the driver cannot see a node's marker).
+    """
+    import ray
+    from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+    where = Location.parse(run_dir)
+    nodes = [
+        n for n in ray.nodes() if n.get("Alive") and float(n.get("Resources", {}).get("CPU", 0)) > 0
+    ]
+    probe = ray.remote(num_cpus=0, max_retries=0)(_probe_write)
+    refs = {
+        n["NodeID"]: probe.options(
+            scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False)
+        ).remote(where.uri, n["NodeID"])
+        for n in nodes
+    }
+    address = {n["NodeID"]: n.get("NodeManagerAddress", "?") for n in nodes}
+    try:
+        results = dict(zip(refs, ray.get(list(refs.values()), timeout=timeout_s), strict=True))
+    except ray.exceptions.GetTimeoutError:
+        raise ClusterError(
+            f"Not every node answered the storage check for run.dir={where} in {timeout_s:.0f} s.",
+            hint="Check that every node is healthy (ray status) and can reach the storage.",
+        ) from None
+    try:
+        problems = [
+            f"node {address[node]} ({host}) cannot write there: {error}"
+            for node, (host, error) in results.items()
+            if error is not None
+        ]
+        if not problems:
+            problems = [
+                f"node {address[node]} ({host}) wrote a file the driver cannot see"
+                for node, (host, _) in results.items()
+                if not (where / PROBE_DIR / node).is_file()
+            ]
+    finally:
+        # A leftover marker folder is harmless; never let cleaning up mask the answer.
+        with contextlib.suppress(Exception):
+            (where / PROBE_DIR).delete_tree()
+    if problems:
+        raise ClusterError(
+            f"run.dir={where} is not reachable from every node: " + "; ".join(problems) + ".",
+            hint="Give every node the same access: for an object store the credentials and "
+            "endpoint (AWS_* / GOOGLE_APPLICATION_CREDENTIALS, or an instance role) in the "
+            "nodes' environment; for a path, a mount every node shares.",
+        )
 
 
 def check_fits(scaling: ScalingConfig, res: ClusterResources) -> None:

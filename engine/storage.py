@@ -317,7 +317,8 @@ class Location:
         if self.scheme is None:
             shutil.rmtree(self._path, ignore_errors=True)
             return
-        self._fs.delete_dir_contents(self._path, missing_dir_ok=True)
+        if self.exists():
+            self._fs.delete_dir(self._path)
 
     # -- moving whole directories -----------------------------------------------------
 

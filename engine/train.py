@@ -83,7 +83,13 @@ def train(
 ) -> RunSummary:
     from engine.loop import LoopSpec, train_loop_per_worker
     from engine.progress import DriverProgress
-    from engine.ray_cluster import check_fits, check_storage, cluster_resources, ray_cluster
+    from engine.ray_cluster import (
+        check_fits,
+        check_nodes_reach_storage,
+        check_storage,
+        cluster_resources,
+        ray_cluster,
+    )
 
     run_dir = resolve_run_dir(cfg)
     metric, mode = checkpoint_metric(cfg, info)
@@ -112,11 +118,17 @@ def train(
         f"Training {info.task.name} in {run_dir} "
         f"({cfg.scaling.num_workers} worker(s), {'GPU' if cfg.scaling.use_gpu else 'CPU'})"
     )
+    import ray
+
+    # An embedded cluster's workers share this process's disk and environment.
+    embedded = not (ray.is_initialized() or cfg.ray.address or os.environ.get("RAY_ADDRESS"))
     try:
         with ray_cluster(cfg.ray.address):
             resources = cluster_resources()
             check_fits(cfg.scaling, resources)
             check_storage(run_dir.parent, cfg.run.shared_fs, resources)
+            if not embedded and (resources.hosts > 1 or not run_dir.is_local):
+                check_nodes_reach_storage(run_dir)
             trainer = _build_trainer(cfg, spec, run_dir, train_loop_per_worker)
             with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
                 trainer.fit()

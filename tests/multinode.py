@@ -32,11 +32,17 @@ def free_port() -> int:
 
 
 class LocalMultiNodeCluster:
-    def __init__(self, head_cpus: int = 1, worker_cpus: tuple[int, ...] = (1,)):
+    def __init__(
+        self,
+        head_cpus: int = 1,
+        worker_cpus: tuple[int, ...] = (1,),
+        worker_env: dict[str, str] | None = None,
+    ):
         # Short on purpose: Ray's unix socket paths must stay under ~107 characters.
         self.temp_dir = Path(tempfile.mkdtemp(prefix="lepton-ray-", dir="/tmp"))
         self.head_cpus = head_cpus
         self.worker_cpus = worker_cpus
+        self.worker_env = worker_env or {}  # extra environment of the joining nodes
         self.port = free_port()
         self.address = ""
 
@@ -72,7 +78,7 @@ class LocalMultiNodeCluster:
                 f"--address={self.address}",
                 f"--num-cpus={cpus}",
                 "--node-ip-address=127.0.0.1",
-                env={"RAY_AUTH_MODE": "token"},
+                env={"RAY_AUTH_MODE": "token", **self.worker_env},
             )
         return self
 

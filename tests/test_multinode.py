@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from multinode import LocalMultiNodeCluster
+from multinode import LocalMultiNodeCluster, free_port
 
 from conftest import run_lepton
 from engine.checkpoint import read_meta
@@ -46,6 +46,31 @@ def test_spread_workers_land_on_different_nodes_with_synced_weights(object_store
     finally:
         cluster.stop()
     assert cluster.processes() == []
+
+
+def test_a_node_that_cannot_reach_the_bucket_is_refused_before_training(object_store):
+    root = f"{object_store.new_bucket()}/runs"
+    nowhere = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    cluster = LocalMultiNodeCluster(
+        head_cpus=1, worker_cpus=(1,), worker_env={"AWS_ENDPOINT_URL": nowhere}
+    ).start()
+    try:
+        out = run_lepton(
+            "train",
+            "task=vision",
+            "scaling.num_workers=2",
+            f"run.dir={root}",
+            "run.name=blocked",
+            env=cluster.client_env(),
+        )
+    finally:
+        cluster.stop()
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert f"run.dir={root}/blocked is not reachable from every node" in out.stderr
+    assert "cannot write there" in out.stderr and "Traceback" not in out.stderr
+    print("\n" + out.stderr.strip().splitlines()[-2] + "\n" + out.stderr.strip().splitlines()[-1])
+    keys = object_store.keys(root)
+    assert not any("checkpoint_" in k or "preflight" in k for k in keys), keys
 
 
 def test_local_run_dir_refused_on_a_cluster_of_several_machines():
