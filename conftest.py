@@ -48,10 +48,17 @@ def ray_cluster(object_store):
 
 
 def run_lepton(
-    *args: str, cwd: Path | None = None, env: dict[str, str] | None = None, timeout: float = 600
+    *args: str,
+    cwd: Path | None = None,
+    env: dict[str, str | None] | None = None,
+    timeout: float = 600,
 ):
-    """Run the real CLI in a subprocess; returns the CompletedProcess (text mode)."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    """Run the real CLI in a subprocess; returns the CompletedProcess (text mode).
+
+    ``env`` adds to this process's environment; a ``None`` value removes that variable.
+    """
+    merged = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    full_env = {k: v for k, v in merged.items() if v is not None}
     return subprocess.run(
         [*LEPTON, *args],
         cwd=cwd or ROOT,

@@ -47,6 +47,11 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         else:
             # One machine cannot be preempted node by node: skip Ray Train's watcher actor.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+            # Ray turns token authentication on for a new local cluster and warns about it
+            # on every start; for a cluster of this command's own that is noise.
+            logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
+                logging.ERROR
+            )
             ray.init(num_cpus=os.cpu_count() or 1, **kwargs)  # type: ignore[arg-type]
     except ConnectionError as exc:
         raise ClusterError(
