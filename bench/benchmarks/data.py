@@ -71,7 +71,7 @@ def data(ctx: Context) -> BenchResult:
             "with default augmentations",
             loader,
             ratio(plain, loader),
-            note="what the per-sample augmentations cost",
+            note="what the batched augmentations (one grid_sample per batch) cost",
         )
     )
     rows.append(
