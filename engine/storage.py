@@ -141,7 +141,8 @@ class Location:
         return Path(self._path)
 
     def __truediv__(self, name: str) -> Location:
-        return Location(f"{self._path}/{name.strip('/')}", self.scheme)
+        base = "" if self._path == "/" else self._path
+        return Location(f"{base}/{name.strip('/')}", self.scheme)
 
     def __str__(self) -> str:
         return self.uri

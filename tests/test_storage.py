@@ -32,6 +32,9 @@ def test_locations_name_local_paths_and_uris(tmp_path):
     assert (remote / "r1" / "metrics.jsonl").uri == "s3://bucket/runs/r1/metrics.jsonl"
     assert (remote / "r1").parent == remote and remote.name == "runs"
     assert Location.parse("file:///tmp/x").uri == "/tmp/x"
+    assert (Location.parse("/") / "tmp").uri == "/tmp" and (
+        Location.parse("/tmp").parent
+    ).uri == "/"
     assert is_uri("gs://b/p") and not is_uri("runs") and not is_uri("file:///tmp")
     with pytest.raises(StorageError, match="names no bucket"):
         Location.parse("s3://")
