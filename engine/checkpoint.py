@@ -16,7 +16,6 @@ directory whose copy was cut short is recognised as incomplete and never loaded.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, is_dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -133,12 +132,7 @@ def save_checkpoint(
 
 
 def _write_json(path: Path, data: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
-        json.dump(data, fh, indent=1, allow_nan=True)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    Location.parse(path).write_text(json.dumps(data, indent=1, allow_nan=True))
 
 
 # -- reading ----------------------------------------------------------------------

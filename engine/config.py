@@ -311,13 +311,18 @@ def validate(cfg: LeptonConfig, info: TaskInfo) -> None:
         )
 
 
+def task_metric(info: TaskInfo, task_cfg: Any) -> tuple[str, str]:
+    """The task's own ranking metric and mode (``metric_for(cfg)`` when it has one)."""
+    metric_for = getattr(info.task, "metric_for", None)
+    if callable(metric_for):  # optional: a task whose metric depends on its config
+        metric, mode = metric_for(task_cfg)
+        return str(metric), str(mode)
+    return info.task.default_metric, info.task.metric_mode
+
+
 def checkpoint_metric(cfg: LeptonConfig, info: TaskInfo) -> tuple[str, str]:
     """The metric and mode ('max'/'min') that rank checkpoints."""
-    task = info.task
-    default, mode = task.default_metric, task.metric_mode
-    metric_for = getattr(task, "metric_for", None)
-    if callable(metric_for):  # optional: a task whose metric depends on its config
-        default, mode = metric_for(cfg.task)
+    default, mode = task_metric(info, cfg.task)
     if cfg.trainer.checkpoint_metric in (None, default):
         return default, mode
     name = cfg.trainer.checkpoint_metric

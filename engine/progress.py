@@ -20,27 +20,53 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import LeptonError
-from engine.run_dir import METRICS_FILE, write_json_atomic
+from engine.run_dir import METRICS_FILE, parse_metrics, write_json_atomic
 from engine.storage import REMOTE_POLL_S, Location
 
 PROGRESS_FILE = "progress.json"
 
 
 class ProgressWriter:
-    """Rank 0's side: throttled, atomic writes of ``progress.json``."""
+    """Rank 0's side: throttled, atomic writes of ``progress.json``.
+
+    Locally the write happens in place (a small file, about once a second). For a run
+    in an object store an upload would stall the training step (and every DDP peer
+    with it), so a background thread uploads the newest fields instead.
+    """
 
     def __init__(self, run_dir: str | Path | Location, every_s: float = 1.0) -> None:
         self.path = Location.parse(run_dir) / PROGRESS_FILE
         self.every_s = every_s if self.path.is_local else max(every_s, REMOTE_POLL_S)
         self._last = 0.0
+        self._pending: dict[str, Any] | None = None
+        self._wake = threading.Event()
+        if not self.path.is_local:
+            threading.Thread(
+                target=self._upload_newest, name="lepton-progress", daemon=True
+            ).start()
 
     def update(self, force: bool = False, **fields: Any) -> None:
         now = time.monotonic()
         if not force and now - self._last < self.every_s:
             return
         self._last = now
+        data = {**fields, "time": time.time()}
+        if self.path.is_local:
+            self._write(data)
+        else:
+            self._pending = data
+            self._wake.set()
+
+    def _write(self, data: dict[str, Any]) -> None:
         with contextlib.suppress(OSError, LeptonError):  # best effort; metrics.jsonl is the record
-            write_json_atomic(self.path, {**fields, "time": time.time()})
+            write_json_atomic(self.path, data)
+
+    def _upload_newest(self) -> None:
+        while self._wake.wait():
+            self._wake.clear()
+            data, self._pending = self._pending, None
+            if data is not None:
+                self._write(data)
 
 
 def format_row(row: dict[str, Any], epochs: int) -> str:
@@ -113,13 +139,7 @@ class DriverProgress:
         if not complete:
             return []
         self._offset += len(complete.encode("utf-8")) + 1
-        rows = []
-        for line in complete.splitlines():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                continue
-        return rows
+        return parse_metrics(complete, dedupe=False)
 
     def _show_live(self) -> None:
         try:

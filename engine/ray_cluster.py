@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 from engine.config import ScalingConfig
 from engine.errors import ClusterError
-from engine.storage import Location
+from engine.storage import Location, first_line
 
 
 @dataclass
@@ -105,8 +105,7 @@ def _probe_write(run_dir: str, marker: str) -> tuple[str, str | None]:
         (Location.parse(run_dir) / PROBE_DIR / marker).write_text(socket.gethostname())
         return socket.gethostname(), None
     except Exception as exc:  # any failure is the answer, sent back to the driver
-        text = str(exc).strip().splitlines()
-        return socket.gethostname(), text[0] if text else type(exc).__name__
+        return socket.gethostname(), first_line(exc)
 
 
 def check_nodes_reach_storage(run_dir: str | Location, timeout_s: float = 120) -> None:

@@ -16,6 +16,7 @@ import argparse
 import importlib.util
 import keyword
 import re
+import shutil
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -113,10 +114,19 @@ def new_plugin(name: str, directory: Path | None = None) -> Path:
             hint="Choose a new or empty directory with --dir.",
         )
     files = render(name)
-    for relative, text in files.items():
-        path = target / relative
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+    created = not target.exists()
+    try:
+        for relative, text in files.items():
+            path = target / relative
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(text, encoding="utf-8")
+    except OSError as exc:
+        if created:  # leave no half-written plugin behind
+            shutil.rmtree(target, ignore_errors=True)
+        raise ScaffoldError(
+            f"Cannot write the plugin into {target}: {exc.strerror or exc}.",
+            hint="Choose a directory you can write to with --dir.",
+        ) from None
     return target
 
 
@@ -152,19 +162,10 @@ def cmd_new(name: str, directory: Path | None) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="lepton plugin new",
-        description="Write a new task plugin (a working tabular task) to start from.",
-    )
-    add_arguments(parser)
-    args = parser.parse_args(argv)
-    try:
-        return cmd_new(args.name, args.dir)
-    except LeptonError as exc:
-        print(f"lepton: error: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+    """``python -m engine.scaffold NAME [--dir DIR]``: the same as ``lepton plugin new``."""
+    from engine.cli import main as lepton
+
+    return lepton(["plugin", "new", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -54,13 +54,14 @@ def _filesystem(scheme: str, bucket: str) -> Any:
         if _missing_bucket(exc):
             raise _no_such_bucket(scheme, bucket, f"{scheme}://{bucket}") from None
         raise StorageError(
-            f"Cannot open {scheme}://{bucket}: {_first_line(exc)}",
+            f"Cannot open {scheme}://{bucket}: {first_line(exc)}",
             hint=_access_hint(scheme),
         ) from None
     return fs
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """An exception's first line (its type name when it has no text)."""
     text = str(exc).strip()
     return text.splitlines()[0] if text else type(exc).__name__
 
@@ -177,7 +178,7 @@ class Location:
             return self._fs.get_file_info(self._path)
         except OSError as exc:
             raise StorageError(
-                f"Cannot reach {self.uri}: {_first_line(exc)}", hint=_access_hint(self.scheme or "")
+                f"Cannot reach {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme or "")
             ) from None
 
     def _remote_type(self) -> str:
@@ -238,7 +239,7 @@ class Location:
             )
         except OSError as exc:
             raise StorageError(
-                f"Cannot list {self.uri}: {_first_line(exc)}", hint=_access_hint(self.scheme)
+                f"Cannot list {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme)
             ) from None
         return sorted(
             (Location(info.path.rstrip("/"), self.scheme) for info in infos),
@@ -293,7 +294,7 @@ class Location:
             if _missing_bucket(exc):
                 raise _no_such_bucket(self.scheme, self._path.split("/", 1)[0], self.uri) from None
             raise StorageError(
-                f"Cannot write {self.uri}: {_first_line(exc)}", hint=_access_hint(self.scheme)
+                f"Cannot write {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme)
             ) from None
 
     def write_text(self, text: str, encoding: str = "utf-8") -> None:
@@ -340,7 +341,7 @@ class Location:
             )
         except OSError as exc:
             raise StorageError(
-                f"Cannot download {self.uri}: {_first_line(exc)}", hint=_access_hint(self.scheme)
+                f"Cannot download {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme)
             ) from None
         return dest
 
@@ -351,12 +352,17 @@ class Location:
         if self.scheme is None:
             shutil.copytree(source, self._path, dirs_exist_ok=True)
             return
-        pyarrow.fs.copy_files(
-            str(source),
-            self._path,
-            source_filesystem=pyarrow.fs.LocalFileSystem(),
-            destination_filesystem=self._fs,
-        )
+        try:
+            pyarrow.fs.copy_files(
+                str(source),
+                self._path,
+                source_filesystem=pyarrow.fs.LocalFileSystem(),
+                destination_filesystem=self._fs,
+            )
+        except OSError as exc:
+            raise StorageError(
+                f"Cannot upload to {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme)
+            ) from None
 
 
 def cache_dir() -> Path:

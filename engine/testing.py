@@ -508,8 +508,16 @@ def _check_serving(
         again = _guard(
             "checkpoint", "predict on the loaded model raised", reloaded.predict, examples
         )
-        for i, (before, after) in enumerate(zip(report.predictions, again, strict=False)):
-            if len(again) != len(examples) or not _close(before, after):
+        if not isinstance(again, list) or len(again) != len(examples):
+            raise ContractError(
+                "checkpoint",
+                f"after save_checkpoint + load_model, predict() on {len(examples)} inputs "
+                f"returned {_short(again)}",
+                "rebuild the model only from (cfg, artifacts) so the reloaded predictor "
+                "behaves like the trained one",
+            )
+        for i, (before, after) in enumerate(zip(report.predictions, again, strict=True)):
+            if not _close(before, after):
                 raise ContractError(
                     "checkpoint",
                     f"after save_checkpoint + load_model, example input {i} predicts "
@@ -733,8 +741,9 @@ def _close(a: Any, b: Any, rel: float = 1e-4, abs_: float = 1e-5) -> bool:
 
 def _task_metric(info: TaskInfo, task_cfg: Any) -> tuple[str, str]:
     """The task's own ranking metric (``metric_for(cfg)`` when it has one)."""
-    metric_for = getattr(info.task, "metric_for", None)
-    if callable(metric_for):
-        metric, mode = _guard("config", "metric_for(cfg) raised", metric_for, task_cfg)
-        return str(metric), str(mode)
-    return info.task.default_metric, info.task.metric_mode
+    from engine.config import task_metric
+
+    result: tuple[str, str] = _guard(
+        "config", "metric_for(cfg) raised", task_metric, info, task_cfg
+    )
+    return result

@@ -11,6 +11,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass
@@ -18,34 +19,35 @@ class ObjectStore:
     endpoint: str
     env: dict[str, str]
 
-    def new_bucket(self, prefix: str = "lepton") -> str:
-        """A fresh, empty bucket; returns its ``s3://`` URI."""
+    def _client(self) -> Any:
         import boto3
 
-        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
-        client = boto3.client(
+        return boto3.client(
             "s3",
             endpoint_url=self.endpoint,
             aws_access_key_id=self.env["AWS_ACCESS_KEY_ID"],
             aws_secret_access_key=self.env["AWS_SECRET_ACCESS_KEY"],
             region_name=self.env["AWS_DEFAULT_REGION"],
         )
-        client.create_bucket(Bucket=name)
+
+    def new_bucket(self, prefix: str = "lepton") -> str:
+        """A fresh, empty bucket; returns its ``s3://`` URI."""
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self._client().create_bucket(Bucket=name)
         return f"s3://{name}"
 
     def keys(self, uri: str) -> list[str]:
         """Every object key under an ``s3://bucket/prefix`` URI, sorted."""
-        import boto3
-
         bucket, _, prefix = uri[len("s3://") :].partition("/")
-        client = boto3.client("s3", endpoint_url=self.endpoint, region_name="us-east-1")
-        pages = client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        pages = (
+            self._client().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+        )
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
 
 @contextmanager
-def s3_server(set_environ: bool = True) -> Iterator[ObjectStore]:
-    """Start the server; with ``set_environ`` this process's AWS_* point at it meanwhile."""
+def s3_server() -> Iterator[ObjectStore]:
+    """Start the server; meanwhile this process's AWS_* variables point at it."""
     import logging
 
     from moto.server import ThreadedMotoServer
@@ -63,15 +65,13 @@ def s3_server(set_environ: bool = True) -> Iterator[ObjectStore]:
         "AWS_EC2_METADATA_DISABLED": "true",
     }
     saved = {k: os.environ.get(k) for k in env}
-    if set_environ:
-        os.environ.update(env)
+    os.environ.update(env)
     try:
         yield ObjectStore(endpoint, env)
     finally:
         server.stop()
-        if set_environ:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v

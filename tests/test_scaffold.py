@@ -367,3 +367,26 @@ def test_worked_example_from_the_docs_end_to_end(tmp_path):
     assert re.search(r"^premium 60 -> no ", predicted, flags=re.M), predicted
     plugin_tests = outputs["pytest lepton-churn/tests"].stdout
     assert re.search(r"\b10 passed\b", plugin_tests), plugin_tests
+
+
+def test_an_unwritable_target_is_a_clear_error_and_leaves_nothing(tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "engine.cli",
+            "plugin",
+            "new",
+            "blocked",
+            "--dir",
+            str(blocker / "sub"),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr
+    assert f"Cannot write the plugin into {blocker / 'sub'}" in out.stderr
+    assert "--dir" in out.stderr
+    assert blocker.read_text() == "not a directory"
