@@ -24,9 +24,13 @@ rebuilt without the training data.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import inspect
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+from engine.errors import ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -88,18 +92,9 @@ class Task(Protocol):
     #: ``"max"`` or ``"min"``: whether a higher ``default_metric`` is better.
     metric_mode: str
 
-    # Optional methods (the engine checks with ``getattr``):
-    #
-    # ``metric_for(cfg) -> (metric, mode)``: when the metric that ranks checkpoints
-    #     depends on the task config (rmse for explicit ratings, ndcg for implicit).
-    # ``build_data(cfg, *, seed, artifacts=None)``: accepting ``artifacts`` lets
-    #     ``lepton evaluate`` run a trained model on new data, reusing the saved
-    #     vocabulary / label names / id maps / normalisation instead of fitting new ones.
-    # ``read_inputs(path, cfg) -> Iterator[tuple[str, Any]]``: (id, input) pairs read
-    #     lazily from a file or folder, for ``lepton predict``; raise ``DataError`` for
-    #     a missing file or column, and yield inputs the predictor accepts.
-    # ``evaluation_extras(model, loader, cfg, artifacts, device) -> dict``: JSON-ready
-    #     extras for ``lepton evaluate`` (confusion matrix, per-class scores, baselines).
+    # Optional methods: see the protocols below (ConfigDependentMetric, ...). The engine
+    # checks for them in one place, :class:`TaskFeatures`, and reads them through
+    # :class:`TaskInfo`.
 
     def check(self, cfg: Any) -> None:
         """Validate data paths and columns in the driver; raise ``DataError``/``ConfigError``."""
@@ -136,6 +131,96 @@ class Task(Protocol):
         ...
 
 
+# -- optional task methods ------------------------------------------------------------
+
+
+@runtime_checkable
+class ConfigDependentMetric(Protocol):
+    """A task whose ranking metric depends on its config (rmse for explicit ratings,
+    NDCG for implicit feedback). Runs in the driver."""
+
+    def metric_for(self, cfg: Any) -> tuple[str, str]:
+        """``(metric, mode)`` for this config, e.g. ``("val/rmse", "min")``."""
+        ...
+
+
+@runtime_checkable
+class KnownMetricModes(Protocol):
+    """A task that says which way its other metrics point, so that
+    ``trainer.checkpoint_metric`` can name one of them without
+    ``trainer.checkpoint_mode``: ``{"val/mae": "min", "val/f1": "max"}``."""
+
+    metric_modes: Mapping[str, str]
+
+
+class DataFromArtifacts(Protocol):
+    """``build_data`` that accepts a trained model's artifacts: ``lepton evaluate`` can then
+    run the model on new data, reusing the saved vocabulary / label names / id maps /
+    normalisation instead of fitting new ones. (Detected from the signature: every task
+    has a ``build_data``.)"""
+
+    def build_data(
+        self, cfg: Any, *, seed: int, artifacts: Mapping[str, Any] | None = None
+    ) -> DataBundle: ...
+
+
+@runtime_checkable
+class ReadsInputs(Protocol):
+    """A task that ``lepton predict`` can feed from a file or folder."""
+
+    def read_inputs(self, path: Path, cfg: Any) -> Iterator[tuple[str, Any]]:
+        """``(id, input)`` pairs read lazily from ``path``; raise ``DataError`` for a missing
+        file or column, and yield inputs the predictor accepts."""
+        ...
+
+
+@runtime_checkable
+class EvaluationExtras(Protocol):
+    """A task that adds JSON-ready extras to ``lepton evaluate`` (confusion matrix,
+    per-class scores, baselines)."""
+
+    def evaluation_extras(
+        self,
+        model: torch.nn.Module,
+        loader: Any,
+        cfg: Any,
+        artifacts: Mapping[str, Any],
+        device: torch.device,
+    ) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class TaskFeatures:
+    """Which optional methods a task has: the one place the engine looks."""
+
+    config_dependent_metric: bool
+    known_metric_modes: bool
+    data_from_artifacts: bool
+    reads_inputs: bool
+    evaluation_extras: bool
+
+    @classmethod
+    def of(cls, task: object) -> TaskFeatures:
+        build_data = getattr(task, "build_data", None)
+        try:
+            takes_artifacts = callable(build_data) and (
+                "artifacts" in inspect.signature(build_data).parameters
+            )
+        except (TypeError, ValueError):  # a builtin or C callable: no signature to read
+            takes_artifacts = False
+        return cls(
+            config_dependent_metric=isinstance(task, ConfigDependentMetric),
+            known_metric_modes=isinstance(getattr(task, "metric_modes", None), Mapping),
+            data_from_artifacts=takes_artifacts,
+            reads_inputs=isinstance(task, ReadsInputs),
+            evaluation_extras=isinstance(task, EvaluationExtras),
+        )
+
+
+#: Metrics the engine itself computes for every task: lower is better.
+ENGINE_METRIC_MODES = {"val/loss": "min", "train/loss": "min"}
+
+
 @dataclass(frozen=True)
 class TaskInfo:
     """A registered task and the plugin it came from (what ``lepton plugins`` shows)."""
@@ -144,3 +229,51 @@ class TaskInfo:
     plugin: str
     distribution: str | None
     version: str | None
+    features: TaskFeatures = field(init=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features", TaskFeatures.of(self.task))
+
+    @property
+    def name(self) -> str:
+        return self.task.name
+
+    def metric(self, cfg: Any) -> tuple[str, str]:
+        """The task's ranking metric and mode for config ``cfg``."""
+        if self.features.config_dependent_metric:
+            metric, mode = self.task.metric_for(cfg)  # type: ignore[attr-defined]
+            return str(metric), str(mode)
+        return self.task.default_metric, self.task.metric_mode
+
+    def checkpoint_metric(
+        self, cfg: Any, chosen: str | None = None, chosen_mode: str | None = None
+    ) -> tuple[str, str]:
+        """The metric and mode that rank checkpoints: the task's own, or ``chosen``
+        (``trainer.checkpoint_metric``) with ``chosen_mode``, the task's declared mode
+        for it, or the engine's for its losses. A mode is never guessed from a name."""
+        default, mode = self.metric(cfg)
+        if chosen is None or chosen == default:
+            return default, chosen_mode or mode
+        if chosen_mode:
+            return chosen, chosen_mode
+        modes: dict[str, str] = dict(ENGINE_METRIC_MODES)
+        if self.features.known_metric_modes:
+            modes.update(self.task.metric_modes)  # type: ignore[attr-defined]
+        if chosen in modes:
+            return chosen, modes[chosen]
+        raise ConfigError(
+            f"trainer.checkpoint_metric={chosen} has no known direction: task "
+            f"{self.name!r} does not say whether higher or lower is better.",
+            hint="Add trainer.checkpoint_mode=max (higher is better) or "
+            "trainer.checkpoint_mode=min.",
+        )
+
+    def build_data(
+        self, cfg: Any, *, seed: int, artifacts: Mapping[str, Any] | None = None
+    ) -> DataBundle:
+        """The task's data; with ``artifacts``, encoded as a trained model saw its own."""
+        if artifacts is not None and self.features.data_from_artifacts:
+            build: Any = self.task.build_data
+            bundle: DataBundle = build(cfg, seed=seed, artifacts=artifacts)
+            return bundle
+        return self.task.build_data(cfg, seed=seed)

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from engine.config import LeptonConfig
+    from engine.config.schema import LeptonConfig
     from engine.plugins import PluginRegistry
     from engine.task import DataBundle, TaskInfo
 
@@ -207,7 +207,8 @@ def _check_registered(name: str, registry: PluginRegistry) -> TaskInfo:
 
 
 def _check_config(name: str, overrides: Sequence[str], registry: PluginRegistry) -> LeptonConfig:
-    from engine.config import compose, to_typed
+    from engine.config.compose import compose
+    from engine.config.load import to_typed
     from engine.errors import LeptonError
 
     args = [f"task={name}", *overrides]
@@ -327,8 +328,8 @@ def _check_training(
 ) -> list[float]:
     import torch
 
-    from engine.loop import move_to_device
-    from engine.optim import build_optimizer
+    from engine.train.loop import move_to_device
+    from engine.train.optim import build_optimizer
 
     if not isinstance(model, torch.nn.Module):
         raise ContractError(
@@ -377,7 +378,7 @@ def _check_metrics(
     from torch.utils.data import DataLoader
     from torchmetrics import MetricCollection
 
-    from engine.loop import move_to_device
+    from engine.train.loop import move_to_device
 
     metrics = _guard(
         "metrics", "build_metrics raised", info.task.build_metrics, cfg.task, bundle.artifacts
@@ -450,7 +451,7 @@ def _check_serving(
 ) -> None:
     import torch
 
-    from engine.checkpoint import load_model, save_checkpoint
+    from engine.runs.checkpoint import load_model, save_checkpoint
     from engine.task import Predictor
 
     device = torch.device("cpu")
@@ -741,9 +742,5 @@ def _close(a: Any, b: Any, rel: float = 1e-4, abs_: float = 1e-5) -> bool:
 
 def _task_metric(info: TaskInfo, task_cfg: Any) -> tuple[str, str]:
     """The task's own ranking metric (``metric_for(cfg)`` when it has one)."""
-    from engine.config import task_metric
-
-    result: tuple[str, str] = _guard(
-        "config", "metric_for(cfg) raised", task_metric, info, task_cfg
-    )
+    result: tuple[str, str] = _guard("config", "metric_for(cfg) raised", info.metric, task_cfg)
     return result

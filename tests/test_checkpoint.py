@@ -7,7 +7,9 @@ import json
 import pytest
 import torch
 
-from engine.checkpoint import (
+from engine.errors import CheckpointError
+from engine.plugins import get_registry
+from engine.runs.checkpoint import (
     MODEL_FILE,
     _flatten,
     _unflatten,
@@ -17,8 +19,6 @@ from engine.checkpoint import (
     read_meta,
     save_checkpoint,
 )
-from engine.errors import CheckpointError
-from engine.plugins import get_registry
 
 
 def _vision_checkpoint(tmp_path, epoch=0):

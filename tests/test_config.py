@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from engine.config import CONF_DIR, LeptonConfig, checkpoint_metric, compose, to_typed
+from engine.config.compose import CONF_DIR, compose
+from engine.config.load import checkpoint_metric, to_typed
+from engine.config.schema import LeptonConfig
 from engine.errors import ConfigError
 from engine.plugins import get_registry
 

@@ -42,7 +42,7 @@ def test_train_then_reload_in_fresh_process_reproduces_accuracy(tmp_path):
     check = textwrap.dedent(
         f"""
         import torch
-        from engine.checkpoint import load_model
+        from engine.runs.checkpoint import load_model
         loaded = load_model({ckpt!r})
         bundle = loaded.info.task.build_data(loaded.task_config, seed=0)
         correct = 0

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 
 from conftest import LEPTON, run_lepton
-from engine.cli import load_config
-from engine.loop import LoopCallback
-from engine.run_dir import read_metrics, read_result
-from engine.train import train
+from engine.config.load import load_config
+from engine.runs.layout import read_metrics, read_result
+from engine.train.driver import train
+from engine.train.loop import LoopCallback
 
 
 def _ship_this_module_to_workers() -> None:
@@ -43,7 +43,8 @@ class KillOnce(LoopCallback):
 
 
 def _train(tmp_path, *overrides, callbacks=()):
-    typed, info, yaml_text, _ = load_config(["task=vision", f"run.dir={tmp_path}", *overrides])
+    loaded = load_config(["task=vision", f"run.dir={tmp_path}", *overrides])
+    typed, info, yaml_text = loaded.config, loaded.info, loaded.yaml
     return train(typed, info, yaml_text, callbacks=callbacks, echo=lambda s: None)
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import pytest
 import torch
 
-from engine.cli import load_config
-from engine.config import SchedulerConfig
-from engine.loop import LoopCallback, LoopSpec, move_to_device, run_local
-from engine.optim import lr_factor
-from engine.precision import plan_precision
-from engine.run_dir import checkpoints, read_metrics
+from engine.config.load import load_config
+from engine.config.schema import SchedulerConfig
+from engine.runs.layout import checkpoints, read_metrics
+from engine.train.loop import LoopCallback, LoopSpec, move_to_device, run_local
+from engine.train.optim import lr_factor
+from engine.train.precision import plan_precision
 
 
 def _spec(tmp_path, *overrides, callbacks=()):
-    typed, info, _, _ = load_config(
+    loaded = load_config(
         ["task=vision", "scaling.num_workers=1", "trainer.batch_size=64", *overrides]
     )
+    typed, info = loaded.config, loaded.info
     return LoopSpec(
         info=info,
         config=typed,

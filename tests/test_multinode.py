@@ -13,11 +13,11 @@ import pytest
 from multinode import LocalMultiNodeCluster, free_port
 
 from conftest import run_lepton
-from engine.checkpoint import read_meta
 from engine.errors import ClusterError
-from engine.ray_cluster import ClusterResources, check_storage
-from engine.run_dir import checkpoints
-from engine.storage import Location
+from engine.runs.checkpoint import read_meta
+from engine.runs.layout import checkpoints
+from engine.runs.storage import Location
+from engine.train.cluster import ClusterResources, check_storage
 
 pytestmark = pytest.mark.slow
 

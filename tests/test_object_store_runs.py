@@ -14,8 +14,8 @@ import pytest
 import test_fault_tolerance as ft
 
 from conftest import run_lepton
-from engine.run_dir import checkpoints, read_metrics, read_result
-from engine.storage import Location
+from engine.runs.layout import checkpoints, read_metrics, read_result
+from engine.runs.storage import Location
 
 
 @pytest.mark.ray

@@ -11,9 +11,9 @@ import pytest
 from PIL import Image
 
 from conftest import run_lepton
-from engine.cli import load_config
-from engine.run_dir import read_metrics
-from engine.train import train
+from engine.config.load import load_config
+from engine.runs.layout import read_metrics
+from engine.train.driver import train
 
 pytestmark = pytest.mark.ray
 
@@ -21,9 +21,10 @@ pytestmark = pytest.mark.ray
 @pytest.fixture(scope="module")
 def vision_run(ray_cluster, tmp_path_factory):
     root = tmp_path_factory.mktemp("runs")
-    typed, info, yaml_text, _ = load_config(
+    loaded = load_config(
         ["task=vision", "trainer.epochs=3", "scaling.num_workers=2", f"run.dir={root}"]
     )
+    typed, info, yaml_text = loaded.config, loaded.info, loaded.yaml
     summary = train(typed, info, yaml_text, echo=lambda s: None)
     return summary
 
@@ -65,7 +66,7 @@ def test_predict_matches_in_process_predictions_and_skips_corrupt(vision_run, tm
     rows = [json.loads(line) for line in out_file.read_text().splitlines()]
     assert [r["id"] for r in rows] == [f"img{i:02d}.png" for i in range(8)]
 
-    from engine.checkpoint import load_model
+    from engine.runs.checkpoint import load_model
 
     predictor = load_model(vision_run.best_checkpoint).predictor()
     expected = predictor.predict([folder / r["id"] for r in rows])
@@ -164,7 +165,7 @@ def test_offline_commands_refuse_bad_input_with_exit_2(vision_run, tmp_path, cas
 def test_loaded_checkpoint_is_usable_without_ray_or_training_data(vision_run):
     code = (
         "import sys, numpy as np\n"
-        "from engine.checkpoint import load_model\n"
+        "from engine.runs.checkpoint import load_model\n"
         f"p = load_model({str(vision_run.best_checkpoint)!r}).predictor()\n"
         "print(p.predict([np.zeros((8, 8), np.uint8)])[0]['label'])\n"
         "print('ray' in sys.modules)\n"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import io
 import json
 
-from engine.progress import DriverProgress, ProgressWriter
-from engine.run_dir import append_metrics
+from engine.runs.layout import append_metrics
+from engine.train.progress import DriverProgress, ProgressWriter
 
 
 class _Terminal(io.StringIO):

@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from engine.errors import DataError
-from engine.scaffold import MAX_NAME_LENGTH, new_plugin, render
+from engine.scaffold.plugin import MAX_NAME_LENGTH, new_plugin, render
 
 ROOT = Path(__file__).resolve().parents[1]
 DOC = ROOT / "docs" / "writing-a-plugin.md"
@@ -69,18 +69,20 @@ def test_generated_plugin_is_complete_and_ruff_clean(tmp_path, name):
         assert out.returncode == 0, out.stdout + out.stderr
 
 
-def test_main_writes_into_lepton_name_by_default(tmp_path, monkeypatch, capsys):
-    from engine.scaffold import main
+def test_plugin_new_writes_into_lepton_name_by_default(tmp_path, monkeypatch, capsys):
+    from engine.cli import main
 
     monkeypatch.chdir(tmp_path)
-    assert main(["default_dir"]) == 0
+    assert main(["plugin", "new", "default_dir"]) == 0
     assert (tmp_path / "lepton-default-dir" / "lepton_default_dir" / "task.py").is_file()
     out = capsys.readouterr().out
     assert f"pip install -e {tmp_path / 'lepton-default-dir'}" in out
     assert "lepton train task=default_dir" in out
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert main(["into_empty", "--dir", str(empty)]) == 0  # an empty directory is fine
+    assert (
+        main(["plugin", "new", "into_empty", "--dir", str(empty)]) == 0
+    )  # an empty directory is fine
 
 
 @pytest.mark.slow
@@ -191,7 +193,8 @@ def test_generated_task_passes_the_contract_kit(tabkit, tmp_path, kind):
 
 
 def _check(registry, path, *overrides):
-    from engine.config import compose, to_typed
+    from engine.config.compose import compose
+    from engine.config.load import to_typed
 
     typed, info = to_typed(
         compose(["task=tabkit", f"task.data.path='{path}'", *overrides], registry), registry
@@ -225,9 +228,10 @@ def test_breast_cancer_accuracy_is_near_logistic_regression(tabkit, tmp_path):
     from sklearn.pipeline import make_pipeline
     from sklearn.preprocessing import StandardScaler
 
-    from engine.config import checkpoint_metric, compose, to_typed
-    from engine.loop import LoopSpec, run_local
-    from engine.run_dir import read_metrics
+    from engine.config.compose import compose
+    from engine.config.load import checkpoint_metric, to_typed
+    from engine.runs.layout import read_metrics
+    from engine.train.loop import LoopSpec, run_local
 
     x, y = load_breast_cancer(return_X_y=True, as_frame=True)
     x_train, x_val, y_train, y_val = train_test_split(

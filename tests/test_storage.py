@@ -1,4 +1,4 @@
-"""Run directories in an object store: engine.storage against a real S3-API server.
+"""Run directories in an object store: engine.runs.storage against a real S3-API server.
 
 The server (moto's standalone server, tests/object_store.py) speaks S3 over HTTP on
 127.0.0.1; the engine reaches it through pyarrow's S3 client with ``AWS_ENDPOINT_URL``,
@@ -13,14 +13,14 @@ import json
 import pytest
 from test_loop_local import _spec
 
-from engine.checkpoint import load_model, read_meta
 from engine.errors import CheckpointError, StorageError
-from engine.loop import LoopCallback, run_local
-from engine.progress import DriverProgress
-from engine.report import write_report
-from engine.run_dir import checkpoints, latest_checkpoint, read_metrics, summarize
-from engine.runs import list_runs
-from engine.storage import Location, is_uri
+from engine.runs.checkpoint import load_model, read_meta
+from engine.runs.layout import checkpoints, latest_checkpoint, read_metrics, summarize
+from engine.runs.listing import list_runs
+from engine.runs.report import write_report
+from engine.runs.storage import Location, is_uri
+from engine.train.loop import LoopCallback, run_local
+from engine.train.progress import DriverProgress
 
 
 def test_locations_name_local_paths_and_uris(tmp_path):
@@ -137,7 +137,8 @@ def test_runs_progress_and_report_on_an_object_store(object_store):
 
 
 def _config_yaml() -> str:
-    from engine.cli import load_config
+    from engine.config.load import load_config
 
-    _, _, text, _ = load_config(["task=vision"])
+    loaded = load_config(["task=vision"])
+    text = loaded.yaml
     return text

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import pytest
 
-from engine.checkpoint import load_model
-from engine.cli import load_config
+from engine.config.load import load_config
 from engine.errors import ClusterError, DataError
-from engine.ray_cluster import check_fits, cluster_resources
-from engine.run_dir import checkpoints, read_metrics, read_result
-from engine.train import train
+from engine.runs.checkpoint import load_model
+from engine.runs.layout import checkpoints, read_metrics, read_result
+from engine.train.cluster import check_fits, cluster_resources
+from engine.train.driver import train
 
 pytestmark = pytest.mark.ray
 
 
 def _train(tmp_path, *overrides):
-    typed, info, yaml_text, _ = load_config(["task=vision", f"run.dir={tmp_path}", *overrides])
+    loaded = load_config(["task=vision", f"run.dir={tmp_path}", *overrides])
+    typed, info, yaml_text = loaded.config, loaded.info, loaded.yaml
     return train(typed, info, yaml_text, echo=lambda s: None)
 
 
@@ -44,13 +45,14 @@ def test_finished_run_is_not_retrained(ray_cluster, tmp_path):
 
 
 def test_too_many_workers_is_refused_before_training(ray_cluster):
-    typed, *_ = load_config(["task=vision", "scaling.num_workers=64"])
+    loaded = load_config(["task=vision", "scaling.num_workers=64"])
+    typed = loaded.config
     with pytest.raises(ClusterError, match="scaling.num_workers=64"):
         check_fits(typed.scaling, cluster_resources())
 
 
 def test_missing_image_folder_fails_before_ray(tmp_path):
-    typed, info, yaml_text, _ = load_config(
+    loaded = load_config(
         [
             "task=vision",
             "task.data.format=imagefolder",
@@ -58,5 +60,6 @@ def test_missing_image_folder_fails_before_ray(tmp_path):
             f"run.dir={tmp_path}",
         ]
     )
+    typed, info, yaml_text = loaded.config, loaded.info, loaded.yaml
     with pytest.raises(DataError, match="does not exist"):
         train(typed, info, yaml_text, echo=lambda s: None)

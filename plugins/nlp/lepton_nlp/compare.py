@@ -59,10 +59,11 @@ def make_files(folder: Path, train_size: int, val_size: int, seed: int) -> tuple
 
 def train_once(overrides: list[str], run_dir: Path) -> dict[str, Any]:
     """Train in this process; returns the last epoch's row plus the wall time."""
-    from engine.cli import load_config
-    from engine.loop import LoopSpec, run_local
+    from engine.config.load import load_config
+    from engine.train.loop import LoopSpec, run_local
 
-    typed, info, _, _ = load_config(["task=nlp", "scaling.cpus_per_worker=2", *overrides])
+    loaded = load_config(["task=nlp", "scaling.cpus_per_worker=2", *overrides])
+    typed, info = loaded.config, loaded.info
     info.task.check(typed.task)
     started = time.perf_counter()
     ctx = run_local(

@@ -33,9 +33,10 @@ def tickets_csv(path: Path, n: int = 200, seed: int = 0, lexicon: str = "mixed")
 
 def typed_config(*overrides: str) -> tuple[Any, Any]:
     """(typed LeptonConfig, TaskInfo) for ``task=nlp`` plus overrides, as the CLI builds them."""
-    from engine.cli import load_config
+    from engine.config.load import load_config
 
-    typed, info, _, _ = load_config(["task=nlp", *overrides])
+    loaded = load_config(["task=nlp", *overrides])
+    typed, info = loaded.config, loaded.info
     return typed, info
 
 

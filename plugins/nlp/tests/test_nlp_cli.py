@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 
 PREDICT_SCRIPT = """
 import json, sys
-from engine.checkpoint import load_model
+from engine.runs.checkpoint import load_model
 predictor = load_model(sys.argv[1]).predictor()
 print(json.dumps(predictor.predict(json.loads(sys.argv[2]))))
 """

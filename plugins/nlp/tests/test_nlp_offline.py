@@ -10,9 +10,9 @@ import pytest
 from nlp_testdata import single_thread, tickets_csv, typed_config, write_csv
 
 from conftest import run_lepton
-from engine.checkpoint import load_model, read_meta
-from engine.loop import LoopSpec, run_local
-from engine.run_dir import checkpoints
+from engine.runs.checkpoint import load_model, read_meta
+from engine.runs.layout import checkpoints
+from engine.train.loop import LoopSpec, run_local
 
 pytestmark = pytest.mark.slow
 

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from nlp_testdata import typed_config, write_csv
 
-from engine.run_dir import read_metrics
-from engine.train import train
+from engine.runs.layout import read_metrics
+from engine.train.driver import train
 from lepton_nlp.synthetic import generate
 
 pytestmark = pytest.mark.ray

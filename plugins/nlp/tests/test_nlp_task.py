@@ -10,10 +10,10 @@ import pytest
 import torch
 from nlp_testdata import single_thread, tickets_csv, typed_config, write_csv
 
-from engine.checkpoint import load_model
 from engine.errors import DataError
-from engine.loop import LoopSpec, run_local
-from engine.run_dir import checkpoints
+from engine.runs.checkpoint import load_model
+from engine.runs.layout import checkpoints
+from engine.train.loop import LoopSpec, run_local
 from lepton_nlp.synthetic import CLASSES
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engine.cli import load_config
-from engine.config import checkpoint_metric
-from engine.loop import LoopSpec, run_local
+from engine.config.load import checkpoint_metric, load_config
+from engine.train.loop import LoopSpec, run_local
 
 
 def typed_config(*overrides: str, task: str = "recsys") -> tuple[Any, Any]:
     """The typed config and task info, composed exactly like the CLI does."""
-    typed, info, _, _ = load_config([f"task={task}", *overrides])
+    loaded = load_config([f"task={task}", *overrides])
+    typed, info = loaded.config, loaded.info
     return typed, info
 
 

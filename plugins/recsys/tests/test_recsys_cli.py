@@ -8,7 +8,7 @@ import pytest
 from recsys_helpers import write
 
 from conftest import run_lepton
-from engine.run_dir import read_metrics
+from engine.runs.layout import read_metrics
 
 
 @pytest.mark.slow
@@ -46,7 +46,7 @@ def test_data_problems_exit_2_before_ray_starts(tmp_path):
 def checkpoint(tmp_path_factory):
     from recsys_helpers import train_local
 
-    from engine.run_dir import latest_checkpoint
+    from engine.runs.layout import latest_checkpoint
 
     run_dir = tmp_path_factory.mktemp("run")
     rows = train_local(run_dir, "trainer.epochs=2")

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from engine.checkpoint import load_model
-from engine.cli import load_config
-from engine.run_dir import read_metrics
-from engine.train import train
+from engine.config.load import load_config
+from engine.runs.checkpoint import load_model
+from engine.runs.layout import read_metrics
+from engine.train.driver import train
 
 
 @pytest.mark.ray
@@ -15,7 +15,7 @@ def test_two_workers_train_as_well_as_one(ray_cluster, tmp_path):
     # Same data, epochs and global batch (512): 1 worker x 512, or 2 DDP workers x 256.
     last = {}
     for workers, batch in ((1, 512), (2, 256)):
-        typed, info, yaml_text, _ = load_config(
+        loaded = load_config(
             [
                 "task=recsys",
                 f"scaling.num_workers={workers}",
@@ -24,6 +24,7 @@ def test_two_workers_train_as_well_as_one(ray_cluster, tmp_path):
                 f"run.name=workers{workers}",
             ]
         )
+        typed, info, yaml_text = loaded.config, loaded.info, loaded.yaml
         summary = train(typed, info, yaml_text, echo=lambda _: None)
         assert summary.status == "finished" and summary.metric == "val/ndcg@10"
         last[workers] = read_metrics(summary.run_dir)[-1]

@@ -10,9 +10,9 @@ import pytest
 import torch
 from recsys_helpers import train_local, typed_config
 
-from engine.checkpoint import read_meta, save_checkpoint
-from engine.config import checkpoint_metric
-from engine.run_dir import latest_checkpoint
+from engine.config.load import checkpoint_metric
+from engine.runs.checkpoint import read_meta, save_checkpoint
+from engine.runs.layout import latest_checkpoint
 
 
 def test_bpr_beats_the_most_popular_baseline_by_30_percent(tmp_path):
@@ -81,7 +81,7 @@ def test_checkpoint_metric_follows_the_model(task, overrides, expected):
 
 RELOAD = """
 import json, sys
-from engine.checkpoint import load_model
+from engine.runs.checkpoint import load_model
 loaded = load_model(sys.argv[1])
 print(json.dumps(loaded.predictor().predict(json.loads(sys.argv[2]))))
 """

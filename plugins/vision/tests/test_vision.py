@@ -7,11 +7,11 @@ import pytest
 import torch
 from PIL import Image
 
-from engine.checkpoint import load_model
-from engine.cli import load_config
+from engine.config.load import load_config
 from engine.errors import DataError
-from engine.loop import LoopSpec, run_local
-from engine.run_dir import latest_checkpoint
+from engine.runs.checkpoint import load_model
+from engine.runs.layout import latest_checkpoint
+from engine.train.loop import LoopSpec, run_local
 from lepton_vision.config import VisionConfig, VisionDataConfig, VisionModelConfig
 from lepton_vision.data import load_cifar10, load_image_folder, scan_image_folder
 from lepton_vision.models import build_model
@@ -77,7 +77,7 @@ def test_models_forward_on_small_images(name):
 
 def test_train_on_image_folder_then_predict_paths_arrays_and_pil(tmp_path):
     root = _image_folder(tmp_path / "imgs", per_class=10)
-    typed, info, _, _ = load_config(
+    loaded = load_config(
         [
             "task=vision",
             "task.data.format=imagefolder",
@@ -88,6 +88,7 @@ def test_train_on_image_folder_then_predict_paths_arrays_and_pil(tmp_path):
             "scaling.num_workers=1",
         ]
     )
+    typed, info = loaded.config, loaded.info
     info.task.check(typed.task)
     run_local(
         LoopSpec(

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 
 import torch
 
-from engine.config import OptimizerConfig, SchedulerConfig
+from engine.config.schema import OptimizerConfig, SchedulerConfig
 
 
 def build_optimizer(

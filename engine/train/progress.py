@@ -20,8 +20,8 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from engine.errors import LeptonError
-from engine.run_dir import METRICS_FILE, parse_metrics, write_json_atomic
-from engine.storage import REMOTE_POLL_S, Location
+from engine.runs.layout import METRICS_FILE, parse_metrics, write_json_atomic
+from engine.runs.storage import REMOTE_POLL_S, Location
 
 PROGRESS_FILE = "progress.json"
 

@@ -13,11 +13,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import META_FILE
+from engine.runs.checkpoint import META_FILE
 from engine.errors import CheckpointError
-from engine.evaluate import EVAL_FILE
-from engine.run_dir import CONFIG_FILE, read_json, read_metrics, read_result
-from engine.storage import Location
+from engine.runs.layout import CONFIG_FILE, EVAL_FILE, read_json, read_metrics, read_result
+from engine.runs.storage import Location
 
 REPORT_FILE = "report.md"
 REPORT_DIR = "report"

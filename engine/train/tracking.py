@@ -17,8 +17,8 @@ import re
 from pathlib import Path
 from typing import Any
 
-from engine.config import LoggerConfig
-from engine.storage import Location, cache_dir
+from engine.config.schema import LoggerConfig
+from engine.runs.storage import Location, cache_dir
 
 
 class Tracker:

@@ -57,7 +57,7 @@ class LocalContext(WorkerContext):
     """One process, no Ray: checkpoints are copied into ``run_dir`` like Ray would."""
 
     def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
-        from engine.storage import Location
+        from engine.runs.storage import Location
 
         self.run_dir = Location.parse(run_dir)
         self._device = torch.device(device)

@@ -26,22 +26,27 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, DistributedSampler, Subset
 
-from engine.checkpoint import (
+from engine.config.schema import LeptonConfig
+from engine.runs.checkpoint import (
     load_training_state,
     load_weights,
     read_meta,
     save_checkpoint,
     to_jsonable,
 )
-from engine.config import LeptonConfig
-from engine.optim import build_optimizer, build_scheduler
-from engine.precision import plan_precision
-from engine.progress import ProgressWriter, format_row
-from engine.run_dir import append_metrics, latest_checkpoint, write_json_atomic
-from engine.storage import Location, local_copy
+from engine.runs.layout import append_metrics, latest_checkpoint, write_json_atomic
+from engine.runs.storage import Location, local_copy
 from engine.task import TaskInfo
-from engine.tracking import Tracker, make_tracker
-from engine.worker_context import LocalContext, RayContext, WorkerContext, temporary_checkpoint_dir
+from engine.train.optim import build_optimizer, build_scheduler
+from engine.train.precision import plan_precision
+from engine.train.progress import ProgressWriter, format_row
+from engine.train.tracking import Tracker, make_tracker
+from engine.train.worker_context import (
+    LocalContext,
+    RayContext,
+    WorkerContext,
+    temporary_checkpoint_dir,
+)
 
 
 class LoopCallback:

@@ -11,7 +11,7 @@
         result.json         status, best metric and checkpoint (written at the end)
 
 ``run.dir`` may be a local path (a shared mount on a multi-machine cluster) or an
-object-store URI (``s3://bucket/runs``); :mod:`engine.storage` does the file work.
+object-store URI (``s3://bucket/runs``); :mod:`engine.runs.storage` does the file work.
 
 ``metrics.jsonl`` may repeat an epoch after a failure (the loop resumes from the
 newest whole checkpoint, which can be behind the last reported epoch): readers take
@@ -27,12 +27,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import META_FILE, is_complete
-from engine.storage import Location
+from engine.errors import CheckpointError
+from engine.runs.checkpoint import META_FILE, is_complete
+from engine.runs.storage import Location
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 RESULT_FILE = "result.json"
+EVAL_FILE = "eval.json"
 
 #: A run directory or a file in one: a local path, or an object-store URI.
 Where = str | Path | Location
@@ -148,3 +150,36 @@ def summarize(run_dir: Where, metric: str, mode: str, status: str) -> RunSummary
         best_checkpoint=best[2] if best else None,
         epochs_done=len(rows),
     )
+
+
+def resolve_checkpoint(path: str | Path | Location) -> Location:
+    """A checkpoint from a checkpoint or a run directory (its best checkpoint)."""
+    p = Location.parse(path)
+    if (p / META_FILE).is_file():
+        return p
+    if (p / CONFIG_FILE).is_file() or (p / RESULT_FILE).is_file():
+        best = _best_from_result(p)
+        if best is not None:
+            return best
+        newest = latest_checkpoint(p)
+        if newest is None:
+            raise CheckpointError(
+                f"Run {p} has no complete checkpoint yet.",
+                hint="Wait for the first epoch to finish, or resume the run.",
+            )
+        return newest
+    if not p.exists():
+        raise CheckpointError(
+            f"{p} does not exist.", hint="Pass a run directory or a checkpoint directory."
+        )
+    raise CheckpointError(
+        f"{p} is neither a run directory nor a checkpoint.",
+        hint="A run directory holds config.yaml and checkpoint_*/; a checkpoint holds task.json.",
+    )
+
+
+def _best_from_result(run_dir: Location) -> Location | None:
+    best = ((read_result(run_dir) or {}).get("summary") or {}).get("best_checkpoint")
+    if best and (Location.parse(best) / META_FILE).is_file():
+        return Location.parse(best)
+    return None

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import CheckpointError
-from engine.storage import Location, cached_copy
+from engine.runs.storage import Location, cached_copy
 
 if TYPE_CHECKING:
     import torch

@@ -18,9 +18,10 @@ from itertools import islice
 from pathlib import Path
 from typing import IO, Any
 
-from engine.checkpoint import load_model
 from engine.errors import CheckpointError, DataError
-from engine.evaluate import apply_task_overrides, resolve_checkpoint
+from engine.inference.evaluate import apply_task_overrides
+from engine.runs.checkpoint import load_model
+from engine.runs.layout import resolve_checkpoint
 
 
 def _batches(items: Iterable[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
@@ -73,8 +74,7 @@ def predict(
     checkpoint = resolve_checkpoint(path)
     loaded = load_model(checkpoint)
     task = loaded.info.task
-    reader = getattr(task, "read_inputs", None)
-    if not callable(reader):
+    if not loaded.info.features.reads_inputs:
         raise CheckpointError(
             f"Task {task.name!r} does not support lepton predict (no read_inputs)."
         )
@@ -98,7 +98,8 @@ def predict(
     counts = {"predicted": 0, "skipped": 0}
     try:
         writer = _Writer(stream, fmt)
-        for batch in _batches(reader(source, task_cfg), batch_size):
+        inputs = task.read_inputs(source, task_cfg)  # type: ignore[attr-defined]
+        for batch in _batches(inputs, batch_size):
             for ident, pred in _predict_batch(predictor, batch, on_error, counts):
                 writer.write({"id": ident, **pred})
             if progress is not None:

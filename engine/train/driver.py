@@ -8,9 +8,10 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from engine.config import LeptonConfig, checkpoint_metric
+from engine.config.load import checkpoint_metric
+from engine.config.schema import LeptonConfig
 from engine.errors import CheckpointError, LeptonError, TrainingFailed
-from engine.run_dir import (
+from engine.runs.layout import (
     CONFIG_FILE,
     RESULT_FILE,
     RunSummary,
@@ -19,7 +20,7 @@ from engine.run_dir import (
     summarize,
     write_json_atomic,
 )
-from engine.storage import Location
+from engine.runs.storage import Location
 from engine.task import TaskInfo
 
 
@@ -81,15 +82,15 @@ def train(
     callbacks: Sequence[Any] = (),
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
-    from engine.loop import LoopSpec, train_loop_per_worker
-    from engine.progress import DriverProgress
-    from engine.ray_cluster import (
+    from engine.train.cluster import (
         check_fits,
         check_nodes_reach_storage,
         check_storage,
         cluster_resources,
         ray_cluster,
     )
+    from engine.train.loop import LoopSpec, train_loop_per_worker
+    from engine.train.progress import DriverProgress
 
     run_dir = resolve_run_dir(cfg)
     metric, mode = checkpoint_metric(cfg, info)

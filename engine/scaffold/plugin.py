@@ -1,24 +1,19 @@
 """``lepton plugin new NAME``: write a new plugin distribution from the bundled template.
 
-The template (``engine/templates/plugin/``) is a complete tabular task plugin: a
+The template (``engine/scaffold/templates/plugin/``) is a complete tabular task plugin: a
 distribution ``lepton-NAME`` with package ``lepton_NAME``, its entry point in group
 ``lepton``, a config file, a real task (an MLP over CSV/Parquet tables), tests that run
 the contract kit (:mod:`engine.testing`) and a README. Files end in ``.tmpl`` in the
 engine (so the engine's linters and test runs skip them); ``{{name}}`` and the other
 placeholders below are replaced in file contents and paths.
-
-Run it as ``python -m engine.scaffold NAME [--dir DIR]``.
 """
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import keyword
 import re
 import shutil
-import sys
-from collections.abc import Sequence
 from pathlib import Path
 
 from engine import __version__
@@ -142,31 +137,3 @@ def next_steps(name: str, target: Path) -> str:
             f"  pytest {target / 'tests'}",
         ]
     )
-
-
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The ``NAME`` and ``--dir`` arguments (shared with ``lepton plugin new``)."""
-    parser.add_argument("name", metavar="NAME", help="task name; the package is lepton_NAME")
-    parser.add_argument(
-        "--dir",
-        type=Path,
-        default=None,
-        help="directory to create (must be new or empty; default ./lepton-NAME)",
-    )
-
-
-def cmd_new(name: str, directory: Path | None) -> int:
-    target = new_plugin(name, directory)
-    print(next_steps(name, target))
-    return 0
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m engine.scaffold NAME [--dir DIR]``: the same as ``lepton plugin new``."""
-    from engine.cli import main as lepton
-
-    return lepton(["plugin", "new", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())

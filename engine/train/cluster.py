@@ -15,9 +15,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
-from engine.config import ScalingConfig
+from engine.config.schema import ScalingConfig
 from engine.errors import ClusterError
-from engine.storage import Location, first_line
+from engine.runs.storage import Location, first_line
 
 
 @dataclass

@@ -8,51 +8,15 @@ with. Results go to ``eval.json`` beside the checkpoint (or where ``-o`` says).
 
 from __future__ import annotations
 
-import inspect
 import json
 import time
 from pathlib import Path
 from typing import Any
 
-from engine.checkpoint import META_FILE, LoadedModel, load_model, to_jsonable
 from engine.errors import CheckpointError, ConfigError
-from engine.run_dir import CONFIG_FILE, RESULT_FILE, latest_checkpoint, read_result
-from engine.storage import Location
-
-EVAL_FILE = "eval.json"
-
-
-def resolve_checkpoint(path: str | Path | Location) -> Location:
-    """A checkpoint from a checkpoint or a run directory (its best checkpoint)."""
-    p = Location.parse(path)
-    if (p / META_FILE).is_file():
-        return p
-    if (p / CONFIG_FILE).is_file() or (p / RESULT_FILE).is_file():
-        best = _best_from_result(p)
-        if best is not None:
-            return best
-        newest = latest_checkpoint(p)
-        if newest is None:
-            raise CheckpointError(
-                f"Run {p} has no complete checkpoint yet.",
-                hint="Wait for the first epoch to finish, or resume the run.",
-            )
-        return newest
-    if not p.exists():
-        raise CheckpointError(
-            f"{p} does not exist.", hint="Pass a run directory or a checkpoint directory."
-        )
-    raise CheckpointError(
-        f"{p} is neither a run directory nor a checkpoint.",
-        hint="A run directory holds config.yaml and checkpoint_*/; a checkpoint holds task.json.",
-    )
-
-
-def _best_from_result(run_dir: Location) -> Location | None:
-    best = ((read_result(run_dir) or {}).get("summary") or {}).get("best_checkpoint")
-    if best and (Location.parse(best) / META_FILE).is_file():
-        return Location.parse(best)
-    return None
+from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
+from engine.runs.layout import EVAL_FILE, resolve_checkpoint
+from engine.runs.storage import Location
 
 
 def apply_task_overrides(loaded: LoadedModel, overrides: list[str]) -> Any:
@@ -83,19 +47,15 @@ def apply_task_overrides(loaded: LoadedModel, overrides: list[str]) -> Any:
 
 
 def build_eval_data(loaded: LoadedModel, task_cfg: Any, new_data: bool) -> Any:
-    task = loaded.info.task
+    info = loaded.info
     seed = int(loaded.meta.get("seed") or 0)
-    accepts_artifacts = "artifacts" in inspect.signature(task.build_data).parameters
-    if accepts_artifacts:
-        build: Any = task.build_data
-        return build(task_cfg, seed=seed, artifacts=loaded.artifacts)
-    if new_data:
+    if new_data and not info.features.data_from_artifacts:
         raise CheckpointError(
-            f"Task {task.name!r} cannot evaluate a trained model on new data "
+            f"Task {info.name!r} cannot evaluate a trained model on new data "
             "(its build_data takes no artifacts).",
             hint="Evaluate on the run's own validation split (no task.* overrides).",
         )
-    return task.build_data(task_cfg, seed=seed)
+    return info.build_data(task_cfg, seed=seed, artifacts=loaded.artifacts)
 
 
 def evaluate(
@@ -107,8 +67,8 @@ def evaluate(
     import torch
     from torch.utils.data import DataLoader
 
-    from engine.loop import validate_epoch
-    from engine.precision import plan_precision
+    from engine.train.loop import validate_epoch
+    from engine.train.precision import plan_precision
 
     checkpoint = resolve_checkpoint(path)
     loaded = load_model(checkpoint)
@@ -124,10 +84,9 @@ def evaluate(
     metrics = task.build_metrics(task_cfg, loaded.artifacts).to(device)
     loss = validate_epoch(task, loaded.model, loader, metrics, device, plan_precision("32", device))
     values = {"val/loss": loss, **{f"val/{k}": float(v) for k, v in metrics.compute().items()}}
-    extras_fn = getattr(task, "evaluation_extras", None)
     extras = (
-        extras_fn(loaded.model, loader, task_cfg, loaded.artifacts, device)
-        if callable(extras_fn)
+        task.evaluation_extras(loaded.model, loader, task_cfg, loaded.artifacts, device)  # type: ignore[attr-defined]
+        if loaded.info.features.evaluation_extras
         else {}
     )
     result = {

@@ -8,8 +8,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.run_dir import CONFIG_FILE, read_metrics, read_result
-from engine.storage import Location
+from engine.runs.layout import CONFIG_FILE, read_metrics, read_result
+from engine.runs.storage import Location
 
 
 def _pid_alive(pid: int) -> bool:

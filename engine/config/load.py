@@ -1,0 +1,125 @@
+"""From command-line overrides to a validated, typed config: :func:`load_config`.
+
+``to_typed(cfg, registry)`` turns a composed ``DictConfig`` into
+:class:`~engine.config.schema.LeptonConfig` (the task node validated against the task's
+own ``config_class``), with every mistake a :class:`~engine.errors.ConfigError` naming
+the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from engine.config.schema import EngineSections, LeptonConfig, validate
+from engine.errors import ConfigError
+
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+    from engine.plugins import PluginRegistry
+    from engine.task import TaskInfo
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A composed and validated run config."""
+
+    #: The typed config every later step takes.
+    config: LeptonConfig
+    #: The task it names, and the plugin that provides it.
+    info: TaskInfo
+    #: The resolved YAML, as the run writes it to ``config.yaml``.
+    yaml: str
+    #: The composed Hydra config (for tools that need the raw tree).
+    raw: DictConfig
+
+
+def load_config(overrides: Sequence[str], registry: PluginRegistry | None = None) -> LoadedConfig:
+    """Compose ``overrides`` with Hydra and validate the result."""
+    from engine.config.compose import compose, to_yaml
+    from engine.plugins import get_registry
+
+    registry = registry or get_registry()
+    raw = compose(list(overrides), registry)
+    typed, info = to_typed(raw, registry)
+    return LoadedConfig(typed, info, to_yaml(raw), raw)
+
+
+def to_typed(cfg: DictConfig, registry: PluginRegistry) -> tuple[LeptonConfig, TaskInfo]:
+    """Validate ``cfg`` and return the typed config and the task it names."""
+    from omegaconf import OmegaConf
+
+    task_node = cfg.get("task")
+    if task_node is None or "name" not in task_node:
+        raise ConfigError(
+            "The task config has no 'name' key.",
+            hint="Every task/<name>.yaml must set `task.name`.",
+        )
+    task_name = str(task_node.name)
+    info = registry.get_task(task_name)
+
+    engine_part = OmegaConf.masked_copy(cfg, [str(k) for k in cfg if k != "task"])
+    engine = _merge_into(EngineSections, engine_part, prefix="")
+    task_part = OmegaConf.masked_copy(task_node, [str(k) for k in task_node if k != "name"])
+    task_cfg = _merge_into(info.task.config_class, task_part, prefix="task.")
+
+    typed = LeptonConfig(
+        **{f.name: getattr(engine, f.name) for f in dataclasses.fields(EngineSections)},
+        task_name=task_name,
+        task=task_cfg,
+    )
+    validate(typed)
+    return typed, info
+
+
+def _merge_into(schema: type, node: Any, prefix: str) -> Any:
+    from omegaconf import OmegaConf
+    from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+
+    try:
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
+        return OmegaConf.to_object(merged)
+    except ConfigKeyError as exc:
+        key = prefix + (exc.full_key or str(exc.key))
+        parent = key.rsplit(".", 1)[0] if "." in key else ""
+        allowed = _allowed_keys(schema, parent[len(prefix) :] if parent else "")
+        raise ConfigError(
+            f"Unknown config key {key!r}.",
+            hint=f"Allowed keys{' under ' + repr(parent) if parent else ''}: {allowed}.",
+        ) from None
+    except ValidationError as exc:
+        key = prefix + (exc.full_key or "?")
+        msg = str(exc).splitlines()[0]
+        raise ConfigError(f"Invalid value for {key!r}: {msg}.") from None
+    except OmegaConfBaseException as exc:
+        key = prefix + (getattr(exc, "full_key", None) or "?")
+        raise ConfigError(f"Invalid config at {key!r}: {str(exc).splitlines()[0]}") from None
+    except (TypeError, ValueError) as exc:  # raised by a task config's __post_init__
+        raise ConfigError(f"Invalid task config: {exc}") from None
+
+
+def _allowed_keys(schema: type, dotted: str) -> str:
+    cls: Any = schema
+    for part in [p for p in dotted.split(".") if p]:
+        fmap = {f.name: f for f in dataclasses.fields(cls)}
+        f = fmap.get(part)
+        if f is None:
+            break
+        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
+        if not dataclasses.is_dataclass(sub):
+            break
+        cls = type(sub)
+    if dataclasses.is_dataclass(cls):
+        return ", ".join(f.name for f in dataclasses.fields(cls))
+    return "?"
+
+
+def checkpoint_metric(cfg: LeptonConfig, info: TaskInfo) -> tuple[str, str]:
+    """The metric and mode that rank this run's checkpoints (the rule is
+    :meth:`engine.task.TaskInfo.checkpoint_metric`)."""
+    return info.checkpoint_metric(
+        cfg.task, cfg.trainer.checkpoint_metric, cfg.trainer.checkpoint_mode
+    )

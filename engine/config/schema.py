@@ -1,0 +1,158 @@
+"""The typed schema of a run's config: dataclasses all the way down, and the
+cross-field checks they cannot express (:func:`validate`).
+
+The task node is the task's own ``config_class``; everything else is
+:class:`EngineSections`. :mod:`engine.config.load` turns a composed ``DictConfig``
+into :class:`LeptonConfig`; nothing past that point handles raw dicts.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from engine.errors import ConfigError
+
+PRECISIONS = ("32", "bf16-mixed", "16-mixed")
+PLACEMENT_STRATEGIES = ("PACK", "SPREAD", "STRICT_PACK", "STRICT_SPREAD")
+OPTIMIZERS = ("adamw", "adam", "sgd")
+SCHEDULERS = ("cosine", "constant", "step")
+LOGGERS = ("none", "wandb")
+
+
+@dataclass
+class TrainerConfig:
+    epochs: int = 5
+    batch_size: int = 64
+    precision: str = "32"
+    grad_clip_norm: float | None = 1.0
+    grad_accum_steps: int = 1
+    max_failures: int = 0
+    collective_timeout_s: int = 120
+    checkpoint_every: int = 1
+    keep_checkpoints: int = 2
+    checkpoint_metric: str | None = None
+    checkpoint_mode: str | None = None
+    data_workers: int = 0
+    log_every_n_steps: int = 0
+
+
+@dataclass
+class ScalingConfig:
+    num_workers: int = 2
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    gpus_per_worker: float = 1.0
+    placement_strategy: str = "PACK"
+
+
+@dataclass
+class OptimizerConfig:
+    name: str = "adamw"
+    lr: float = 1e-3
+    weight_decay: float = 0.01
+    momentum: float = 0.9
+
+
+@dataclass
+class SchedulerConfig:
+    name: str = "cosine"
+    warmup_epochs: int = 0
+    min_lr_ratio: float = 0.0
+    step_size: int = 10
+    gamma: float = 0.1
+
+
+@dataclass
+class LoggerConfig:
+    name: str = "none"
+    project: str = "lepton"
+    group: str | None = None
+    tags: list[str] = field(default_factory=list)
+
+
+@dataclass
+class RunSection:
+    dir: str = "runs"
+    name: str | None = None
+    shared_fs: bool = False
+    report: bool = True
+
+
+@dataclass
+class RaySection:
+    address: str | None = None
+
+
+@dataclass
+class EngineSections:
+    """Everything but the task node: the schema the engine owns."""
+
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    scaling: ScalingConfig = field(default_factory=ScalingConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    scheduler: SchedulerConfig = field(default_factory=SchedulerConfig)
+    logger: LoggerConfig = field(default_factory=LoggerConfig)
+    run: RunSection = field(default_factory=RunSection)
+    ray: RaySection = field(default_factory=RaySection)
+    seed: int = 0
+    resume: bool = False
+
+
+@dataclass
+class LeptonConfig(EngineSections):
+    """The validated configuration of one run. ``task`` is the task's own dataclass."""
+
+    task_name: str = ""
+    task: Any = None
+
+
+def _choice(key: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise ConfigError(
+            f"Invalid value for {key!r}: {value!r}.", hint=f"Allowed: {', '.join(allowed)}."
+        )
+
+
+def _positive(key: str, value: float, *, zero_ok: bool = False) -> None:
+    if value < 0 or (value == 0 and not zero_ok):
+        raise ConfigError(
+            f"Invalid value for {key!r}: {value!r}.",
+            hint=f"It must be {'>= 0' if zero_ok else '> 0'}.",
+        )
+
+
+def validate(cfg: LeptonConfig) -> None:
+    """Cross-field checks that dataclass types cannot express."""
+    t, s = cfg.trainer, cfg.scaling
+    _choice("trainer.precision", t.precision, PRECISIONS)
+    _choice("scaling.placement_strategy", s.placement_strategy, PLACEMENT_STRATEGIES)
+    _choice("optimizer.name", cfg.optimizer.name, OPTIMIZERS)
+    _choice("scheduler.name", cfg.scheduler.name, SCHEDULERS)
+    _choice("logger.name", cfg.logger.name, LOGGERS)
+    if t.checkpoint_mode is not None:
+        _choice("trainer.checkpoint_mode", t.checkpoint_mode, ("max", "min"))
+    _positive("trainer.epochs", t.epochs)
+    _positive("trainer.batch_size", t.batch_size)
+    _positive("trainer.grad_accum_steps", t.grad_accum_steps)
+    _positive("trainer.checkpoint_every", t.checkpoint_every)
+    _positive("trainer.keep_checkpoints", t.keep_checkpoints)
+    _positive("trainer.collective_timeout_s", t.collective_timeout_s)
+    _positive("trainer.data_workers", t.data_workers, zero_ok=True)
+    _positive("trainer.log_every_n_steps", t.log_every_n_steps, zero_ok=True)
+    _positive("scaling.num_workers", s.num_workers)
+    _positive("scaling.cpus_per_worker", s.cpus_per_worker)
+    _positive("optimizer.lr", cfg.optimizer.lr)
+    if t.max_failures < -1:
+        raise ConfigError(
+            f"Invalid value for 'trainer.max_failures': {t.max_failures}.",
+            hint="Use -1 (retry forever), 0 (no retries) or a positive count.",
+        )
+    if s.use_gpu:
+        _positive("scaling.gpus_per_worker", s.gpus_per_worker)
+    if cfg.scheduler.warmup_epochs >= t.epochs and cfg.scheduler.warmup_epochs > 0:
+        raise ConfigError(
+            f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is not below "
+            f"trainer.epochs={t.epochs}.",
+            hint="Lower the warm-up or train for more epochs.",
+        )
