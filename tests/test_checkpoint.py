@@ -20,6 +20,8 @@ from engine.runs.checkpoint import (
     save_checkpoint,
 )
 
+STEPS = 3  # real optimizer steps before saving: AdamW's moments and step count are non-trivial
+
 
 def _vision_checkpoint(tmp_path, epoch=0):
     info = get_registry().get_task("vision")
@@ -35,8 +37,10 @@ def _vision_checkpoint(tmp_path, epoch=0):
     }
     model = info.task.build_model(cfg, artifacts)
     opt = torch.optim.AdamW(model.parameters(), lr=0.01)
-    model(torch.randn(4, 1, 8, 8)).sum().backward()
-    opt.step()
+    for _ in range(STEPS):
+        opt.zero_grad()
+        model(torch.randn(4, 1, 8, 8)).sum().backward()
+        opt.step()
     path = save_checkpoint(
         tmp_path / "ckpt",
         info=info,
@@ -72,11 +76,29 @@ def test_roundtrip_gives_identical_predictions(tmp_path):
     x = torch.randn(5, 1, 8, 8)
     assert torch.equal(model(x), loaded.model(x))
     state = load_training_state(path)
+    assert state is not None and state["epoch"] == 0
     restored = torch.optim.AdamW(loaded.model.parameters(), lr=0.01)
     restored.load_state_dict(state["optimizer"])
-    assert (
-        restored.state_dict()["param_groups"][0]["lr"] == opt.state_dict()["param_groups"][0]["lr"]
-    )
+    original, back = opt.state_dict(), restored.state_dict()
+    assert back["param_groups"] == original["param_groups"]  # lr, betas, weight decay, ...
+    assert back["param_groups"][0]["lr"] == original["param_groups"][0]["lr"]
+    params = list(model.parameters())
+    assert sorted(original["state"]) == list(range(len(params)))  # every param was stepped
+    assert sorted(back["state"]) == sorted(original["state"])
+    for index, saved in original["state"].items():
+        got = back["state"][index]
+        assert set(got) == set(saved) == {"step", "exp_avg", "exp_avg_sq"}, index
+        assert float(saved["step"]) == STEPS
+        for key, tensor in saved.items():
+            assert got[key].dtype == tensor.dtype, (index, key)
+            assert torch.equal(got[key], tensor), (index, key)
+    # and one more identical step from both sides lands on identical weights
+    for m, o in ((model, opt), (loaded.model, restored)):
+        o.zero_grad()
+        m(x).sum().backward()
+        o.step()
+    for (name, a), b in zip(model.named_parameters(), loaded.model.parameters(), strict=True):
+        assert torch.equal(a, b), name
     assert read_meta(path)["artifacts"]["class_names"] == ["a", "b", "c"]
 
 

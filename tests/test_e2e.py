@@ -27,16 +27,18 @@ def _best(stdout: str) -> tuple[float, str]:
 
 
 def test_train_then_reload_in_fresh_process_reproduces_accuracy(tmp_path):
-    # As a user starts it: no RAY_AUTH_MODE (an in-process Ray in this session sets it).
+    # As a user starts it: no RAY_AUTH_MODE (an in-process Ray in this session sets it),
+    # and, as on a new machine, no matplotlib font cache yet.
     out = run_lepton(
         "train",
         "task=vision",
         "trainer.epochs=4",
         f"run.dir={tmp_path}",
-        env={"RAY_AUTH_MODE": None},
+        env={"RAY_AUTH_MODE": None, "MPLCONFIGDIR": str(tmp_path / "matplotlib")},
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert "Token authentication" not in out.stderr + out.stdout  # Ray's per-start warning
+    assert "fontManager" not in out.stderr + out.stdout  # no font cache built on workers
     best, ckpt = _best(out.stdout)
     assert best >= 0.9
     check = textwrap.dedent(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import pytest
 import torch
 
@@ -103,7 +105,51 @@ def test_lr_schedules():
     assert lr_factor(25, cfg=step, steps_per_epoch=10, epochs=5) == pytest.approx(0.5)
 
 
+class _Pair(NamedTuple):
+    ids: torch.Tensor
+    label: str
+
+
+META = torch.device("meta")
+
+
+def _assert_moved(moved, original, where="batch"):
+    """``moved`` is ``original`` rebuilt: same container types and keys, every tensor on
+    the meta device with its dtype and shape, every other leaf the very same object."""
+    assert type(moved) is type(original), where
+    if isinstance(original, torch.Tensor):
+        assert moved.device.type == "meta", where
+        assert moved.dtype == original.dtype and moved.shape == original.shape, where
+    elif isinstance(original, dict):
+        assert list(moved) == list(original), where
+        for key in original:
+            _assert_moved(moved[key], original[key], f"{where}[{key!r}]")
+    elif isinstance(original, (list, tuple)):
+        assert len(moved) == len(original), where
+        for i, (a, b) in enumerate(zip(moved, original, strict=True)):
+            _assert_moved(a, b, f"{where}[{i}]")
+    else:
+        assert moved is original, where
+
+
 def test_move_to_device_handles_nested_batches():
-    batch = {"x": torch.ones(2), "y": (torch.zeros(1), [torch.ones(1)]), "meta": "keep"}
-    moved = move_to_device(batch, torch.device("cpu"))
-    assert moved["meta"] == "keep" and isinstance(moved["y"], tuple)
+    batch = {
+        "x": torch.ones(2, 3),
+        "y": (torch.zeros(1, dtype=torch.int64), [torch.ones(1, dtype=torch.bool), 7]),
+        "mask": [torch.ones(4, dtype=torch.float16), (torch.arange(3), None)],
+        "meta": "keep",
+        "count": 3,
+    }
+    moved = move_to_device(batch, META)  # non_blocking=True is fine on meta
+    _assert_moved(moved, batch)
+    assert moved["y"][1][1] == 7 and moved["meta"] == "keep" and moved["count"] == 3
+    assert batch["x"].device.type == "cpu"  # the input is left as it was
+    single = move_to_device(torch.arange(5), META)
+    assert single.device.type == "meta" and single.dtype == torch.int64
+
+
+def test_move_to_device_keeps_namedtuples():
+    batch = {"pair": _Pair(torch.ones(2, dtype=torch.int32), "cat")}
+    moved = move_to_device(batch, META)
+    _assert_moved(moved, batch)
+    assert moved["pair"].label == "cat" and moved["pair"].ids.device.type == "meta"

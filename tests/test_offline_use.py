@@ -15,6 +15,8 @@ from engine.config.load import load_config
 from engine.runs.layout import read_metrics
 from engine.train.driver import train
 
+# All share one trained run (Ray); those that run the real `lepton` CLI in a subprocess are
+# also in the slow tier.
 pytestmark = pytest.mark.ray
 
 
@@ -40,6 +42,7 @@ def _digit_images(folder, count=8):
     return folder
 
 
+@pytest.mark.slow  # the real `lepton` CLI in a subprocess
 def test_evaluate_in_fresh_process_reproduces_best_metric(vision_run):
     out = run_lepton("evaluate", str(vision_run.run_dir), "--json")
     assert out.returncode == 0, out.stderr[-2000:]
@@ -54,6 +57,7 @@ def test_evaluate_in_fresh_process_reproduces_best_metric(vision_run):
     assert (vision_run.best_checkpoint / "eval.json").is_file()
 
 
+@pytest.mark.slow  # the real `lepton` CLI in a subprocess
 def test_predict_matches_in_process_predictions_and_skips_corrupt(vision_run, tmp_path):
     folder = _digit_images(tmp_path / "imgs")
     (folder / "zz_broken.png").write_bytes(b"not an image")
@@ -98,6 +102,7 @@ def test_predict_matches_in_process_predictions_and_skips_corrupt(vision_run, tm
     assert (tmp_path / "one.csv").read_text().splitlines()[0].startswith("id,label,")
 
 
+@pytest.mark.slow  # the real `lepton` CLI in a subprocess
 def test_report_pngs_are_real_images_and_md_names_best(vision_run):
     out = run_lepton("report", str(vision_run.run_dir))
     assert out.returncode == 0, out.stderr[-2000:]
@@ -119,12 +124,13 @@ def test_report_pngs_are_real_images_and_md_names_best(vision_run):
     text = (vision_run.run_dir / "report.md").read_text()
     rows = read_metrics(vision_run.run_dir)
     best = max(rows, key=lambda r: r["val/accuracy"])
-    assert f"Best val/accuracy | {best['val/accuracy']:.4f} (epoch {best['epoch']})" in text
+    assert f"Best val/accuracy | {best['val/accuracy']:.4f} (epoch {best['epoch'] + 1})" in text
     assert str(vision_run.best_checkpoint) in text
     for png in pngs:
         assert f"(report/{png.name})" in text
 
 
+@pytest.mark.slow  # the real `lepton` CLI in a subprocess
 def test_runs_lists_the_run(vision_run):
     out = run_lepton("runs", str(vision_run.run_dir.parent), "--json")
     (run,) = json.loads(out.stdout)
@@ -133,6 +139,7 @@ def test_runs_lists_the_run(vision_run):
     assert vision_run.run_dir.name in table and "finished" in table
 
 
+@pytest.mark.slow  # the real `lepton` CLI in a subprocess
 @pytest.mark.parametrize("case", ["neither", "missing_plugin", "no_images", "empty_input"])
 def test_offline_commands_refuse_bad_input_with_exit_2(vision_run, tmp_path, case):
     if case == "neither":

@@ -83,12 +83,38 @@ def test_task_clash_and_incomplete_task_are_reported():
     assert "lacks" in reasons["c"] and "build_model" in reasons["c"]
 
 
-def test_unknown_task_lists_installed_and_broken():
+def test_unknown_task_lists_installed_and_broken(tmp_path, monkeypatch):
+    def raising(register):
+        raise RuntimeError("disk on fire")
+
+    reg = PluginRegistry()
+    reg.add_plugin(_module("ok", lepton_register_tasks=lambda register: register(_ToyTask())), "ok")
+    reg.add_plugin(_module("raises", lepton_register_tasks=raising), "raises")
+    # and one that cannot even be imported, found through a real entry point
+    _write_dist(tmp_path, "lepton-broken", "lepton_broken_plugin", "import no_such_module_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.setenv("LEPTON_PLUGINS", "lepton_broken_plugin")
+    reg.load_entry_points()
+    assert [p.plugin for p in reg.problems] == ["raises", "lepton_broken_plugin"]
+    with pytest.raises(UnknownTaskError) as info:
+        reg.get_task("nope")
+    assert "toy" in info.value.message
+    assert "'nope'" in info.value.message
+    hint = info.value.hint or ""
+    assert "Plugins that failed to load: " in hint
+    assert "raises (lepton_register_tasks failed: RuntimeError: disk on fire)" in hint
+    assert "lepton_broken_plugin (import failed: ModuleNotFoundError:" in hint
+    assert "no_such_module_xyz" in hint
+    assert "ok (" not in hint  # the plugin that loaded is not listed as broken
+
+
+def test_unknown_task_without_broken_plugins_has_no_failed_list():
     reg = PluginRegistry()
     reg.add_plugin(_module("ok", lepton_register_tasks=lambda register: register(_ToyTask())), "ok")
     with pytest.raises(UnknownTaskError) as info:
         reg.get_task("nope")
-    assert "toy" in info.value.message
+    assert "Installed tasks: toy." in info.value.message
+    assert "failed to load" not in (info.value.hint or "")
 
 
 def _write_dist(root, dist: str, module: str, body: str) -> None:
@@ -100,6 +126,20 @@ def _write_dist(root, dist: str, module: str, body: str) -> None:
     (info / "entry_points.txt").write_text(f"[lepton]\n{module} = {module}\n")
 
 
+def test_broken_entry_point_is_isolated_others_still_load(tmp_path, monkeypatch):
+    """In process: a real entry point whose module fails to import, beside the built-ins."""
+    _write_dist(tmp_path, "lepton-broken", "lepton_broken_plugin", "import no_such_module_xyz\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("LEPTON_PLUGINS", raising=False)
+    reg = PluginRegistry()
+    reg.load_entry_points()
+    assert "vision" in reg.plugins and "vision" in reg.tasks
+    assert "lepton_broken_plugin" not in reg.plugins
+    broken = {p.plugin: p.reason for p in reg.problems}
+    assert "no_such_module_xyz" in broken["lepton_broken_plugin"]
+
+
+@pytest.mark.slow
 def test_broken_entry_point_reported_by_cli_others_still_load(tmp_path):
     _write_dist(tmp_path, "lepton-broken", "lepton_broken_plugin", "import no_such_module_xyz\n")
     env = {"PYTHONPATH": str(tmp_path)}

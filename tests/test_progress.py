@@ -49,13 +49,20 @@ def test_terminal_gets_a_live_line_rewritten_in_place(tmp_path):
 
 
 def test_rows_written_before_start_are_not_repeated(tmp_path):
-    append_metrics(tmp_path, _row(0))
-    lines = []
-    with DriverProgress(tmp_path, 3, echo=lines.append, stream=io.StringIO()):
-        append_metrics(tmp_path, _row(1))
-    assert [json.loads(json.dumps(line)) for line in lines] == [lines[0]] and lines[0].startswith(
-        "epoch 2/3"
-    )
+    append_metrics(tmp_path, _row(0))  # e.g. the epochs of the run this one resumes
+    append_metrics(tmp_path, _row(1))
+    lines: list[str] = []
+    # a long interval: the thread never ticks, so every poll below is ours
+    with DriverProgress(
+        tmp_path, 3, echo=lines.append, stream=io.StringIO(), interval_s=60
+    ) as progress:
+        progress.poll()
+        assert lines == []  # nothing new since start
+        append_metrics(tmp_path, _row(2))
+        progress.poll()
+        progress.poll()  # a second look finds nothing new
+    # __exit__ polls once more: the one row written after start, echoed once, and only it
+    assert lines == ["epoch 3/3  train/loss 0.5000  val/accuracy 0.9000  1000 samples/s"]
 
 
 def test_writer_throttles(tmp_path):

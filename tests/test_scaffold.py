@@ -49,7 +49,7 @@ def _run(cmd: list[str], cwd: Path, timeout: float = 600) -> subprocess.Complete
 
 
 @pytest.mark.parametrize("name", ["churn", "x", "a" * MAX_NAME_LENGTH])
-def test_generated_plugin_is_complete_and_ruff_clean(tmp_path, name):
+def test_generated_plugin_is_complete(tmp_path, name):
     target = new_plugin(name, tmp_path / "plugin")
     written = {str(p.relative_to(target)) for p in target.rglob("*") if p.is_file()}
     assert written == {f.format(n=name) for f in EXPECTED_FILES}
@@ -64,6 +64,12 @@ def test_generated_plugin_is_complete_and_ruff_clean(tmp_path, name):
         .read_text()
         .startswith("# @package _global_")
     )
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", ["churn", "x", "a" * MAX_NAME_LENGTH])
+def test_generated_plugin_is_ruff_clean(tmp_path, name):
+    target = new_plugin(name, tmp_path / "plugin")
     for args in (["check", "--no-cache", "."], ["format", "--check", "--no-cache", "."]):
         out = _run([sys.executable, "-m", "ruff", *args], cwd=target)
         assert out.returncode == 0, out.stdout + out.stderr
@@ -101,32 +107,51 @@ def test_render_is_pure_and_names_classes():
     assert 'name = "lepton-house-prices"' in files[Path("pyproject.toml")]
 
 
-@pytest.mark.parametrize(
-    ("args", "needle"),
-    [
-        (["my-task"], "is not a Python identifier"),
-        (["1abc"], "is not a Python identifier"),
-        (["class"], "is a Python keyword"),
-        (["Churn"], "must be lowercase"),
-        (["a" * (MAX_NAME_LENGTH + 1)], f"the limit is {MAX_NAME_LENGTH}"),
-        (["vision"], "A task named 'vision' is already installed (plugin 'vision'"),
-        (["fresh", "--dir", "{occupied}"], "is not empty; refusing"),
-    ],
-)
-def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, needle):
+BAD_INPUT = [
+    (["my-task"], "is not a Python identifier"),
+    (["1abc"], "is not a Python identifier"),
+    (["class"], "is a Python keyword"),
+    (["Churn"], "must be lowercase"),
+    (["a" * (MAX_NAME_LENGTH + 1)], f"the limit is {MAX_NAME_LENGTH}"),
+    (["vision"], "A task named 'vision' is already installed (plugin 'vision'"),
+    (["fresh", "--dir", "{occupied}"], "is not empty; refusing"),
+]
+
+
+def _bad_input_args(tmp_path: Path, args: list[str]) -> tuple[list[str], Path]:
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "notes.txt").write_text("mine")
     args = [a.replace("{occupied}", str(occupied)) for a in args]
     if "--dir" not in args:
         args += ["--dir", str(tmp_path / "new")]
-    out = _run([*PLUGIN_NEW, *args], cwd=tmp_path)
-    assert out.returncode == 2, out.stdout + out.stderr
-    assert needle in out.stderr
-    assert out.stderr.startswith("lepton: error: ")
-    assert "Traceback" not in out.stderr
+    return args, occupied
+
+
+def _assert_refused(tmp_path: Path, occupied: Path, stderr: str, needle: str) -> None:
+    assert needle in stderr
+    assert stderr.startswith("lepton: error: ")
+    assert "Traceback" not in stderr
     assert not (tmp_path / "new").exists()
     assert [p.name for p in occupied.iterdir()] == ["notes.txt"]
+
+
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUT)
+def test_bad_input_is_refused_with_a_clear_message(tmp_path, capsys, args, needle):
+    from engine.cli import main
+
+    args, occupied = _bad_input_args(tmp_path, args)
+    assert main(["plugin", "new", *args]) == 2
+    _assert_refused(tmp_path, occupied, capsys.readouterr().err, needle)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(("args", "needle"), BAD_INPUT)
+def test_bad_input_exits_2_with_a_clear_message(tmp_path, args, needle):
+    args, occupied = _bad_input_args(tmp_path, args)
+    out = _run([*PLUGIN_NEW, *args], cwd=tmp_path)
+    assert out.returncode == 2, out.stdout + out.stderr
+    _assert_refused(tmp_path, occupied, out.stderr, needle)
 
 
 # -- the generated task, in this process (no install, no Ray) ------------------------
@@ -373,6 +398,23 @@ def test_worked_example_from_the_docs_end_to_end(tmp_path):
     assert re.search(r"\b10 passed\b", plugin_tests), plugin_tests
 
 
+def _assert_unwritable_refused(blocker: Path, stderr: str) -> None:
+    assert "Traceback" not in stderr
+    assert f"Cannot write the plugin into {blocker / 'sub'}" in stderr
+    assert "--dir" in stderr
+    assert blocker.read_text() == "not a directory"
+
+
+def test_an_unwritable_target_is_a_clear_error_in_process(tmp_path, capsys):
+    from engine.cli import main
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    assert main(["plugin", "new", "blocked", "--dir", str(blocker / "sub")]) == 2
+    _assert_unwritable_refused(blocker, capsys.readouterr().err)
+
+
+@pytest.mark.slow
 def test_an_unwritable_target_is_a_clear_error_and_leaves_nothing(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("not a directory")
@@ -390,7 +432,5 @@ def test_an_unwritable_target_is_a_clear_error_and_leaves_nothing(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert out.returncode == 2 and "Traceback" not in out.stderr
-    assert f"Cannot write the plugin into {blocker / 'sub'}" in out.stderr
-    assert "--dir" in out.stderr
-    assert blocker.read_text() == "not a directory"
+    assert out.returncode == 2
+    _assert_unwritable_refused(blocker, out.stderr)

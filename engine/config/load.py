@@ -9,6 +9,7 @@ the key.
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -37,13 +38,24 @@ class LoadedConfig:
     raw: DictConfig
 
 
-def load_config(overrides: Sequence[str], registry: PluginRegistry | None = None) -> LoadedConfig:
-    """Compose ``overrides`` with Hydra and validate the result."""
+def load_config(
+    overrides: Sequence[str],
+    registry: PluginRegistry | None = None,
+    *,
+    config_dir: str | os.PathLike[str] | None = None,
+) -> LoadedConfig:
+    """Compose ``overrides`` with Hydra and validate the result.
+
+    ``config_dir`` names the project config dir searched first (default:
+    ``$LEPTON_CONFIG_DIR``, else ``./conf`` if there is one; see
+    :mod:`engine.config.project`). A run's own resolved config is the starting point of
+    :func:`engine.config.from_run.load_config_from_run` instead.
+    """
     from engine.config.compose import compose, to_yaml
     from engine.plugins import get_registry
 
     registry = registry or get_registry()
-    raw = compose(list(overrides), registry)
+    raw = compose(list(overrides), registry, config_dir)
     typed, info = to_typed(raw, registry)
     return LoadedConfig(typed, info, to_yaml(raw), raw)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 from engine.errors import CheckpointError, ConfigError
 from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
-from engine.runs.layout import EVAL_FILE, resolve_checkpoint
+from engine.runs.layout import EVAL_FILE, display_epoch, resolve_checkpoint
 from engine.runs.storage import Location
 
 
@@ -107,7 +107,9 @@ def evaluate(
 
 
 def format_result(result: dict[str, Any]) -> str:
-    lines = [f"Checkpoint: {result['checkpoint']} (task {result['task']}, epoch {result['epoch']})"]
+    lines = [
+        f"Checkpoint: {result['checkpoint']} (task {result['task']}, epoch {display_epoch(result['epoch'])})"
+    ]
     lines.append(f"Samples:    {result['samples']}")
     width = max(len(k) for k in result["metrics"])
     for key, value in result["metrics"].items():

@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import CheckpointError
-from engine.runs.storage import Location, cached_copy
+from engine.runs.local_copies import cached_copy
+from engine.runs.storage import Location
 
 if TYPE_CHECKING:
     import torch

@@ -40,6 +40,12 @@ EVAL_FILE = "eval.json"
 Where = str | Path | Location
 
 
+def display_epoch(epoch: Any) -> Any:
+    """Epochs are stored from 0 (as Ray Train and checkpoints count them) and shown from 1,
+    as the training lines print them; anything else is shown as it is."""
+    return int(epoch) + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else epoch
+
+
 def new_run_name(task: str) -> str:
     stamp = time.strftime("%Y%m%d-%H%M%S")
     return f"{task}-{stamp}-{os.getpid() % 10000:04d}"

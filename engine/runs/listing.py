@@ -49,15 +49,11 @@ def list_runs(root: str | Path | Location) -> list[dict[str, Any]]:
     runs = []
     for run_dir in [p for p in root.children() if (p / CONFIG_FILE).is_file()]:
         rows = read_metrics(run_dir)
-        summary = (read_result(run_dir) or {}).get("summary") or {}
-        metric = summary.get("metric")
-        best = summary.get("best_value")
-        if best is None and rows:
-            metric = metric or next(
-                (k for k in rows[-1] if k.startswith("val/") and k != "val/loss"), None
-            )
-            values = [r[metric] for r in rows if metric and metric in r]
-            best = max(values) if values else None
+        result = read_result(run_dir) or {}
+        summary = result.get("summary") or {}
+        metric, best = result.get("metric") or summary.get("metric"), summary.get("best_value")
+        if best is None:
+            best = best_so_far(rows, metric, result.get("mode"))
         runs.append(
             {
                 "name": run_dir.name,
@@ -71,6 +67,15 @@ def list_runs(root: str | Path | Location) -> list[dict[str, Any]]:
             }
         )
     return runs
+
+
+def best_so_far(rows: list[dict[str, Any]], metric: str | None, mode: str | None) -> float | None:
+    """The best value of ``metric`` in the rows so far, by the run's own ``mode`` (written
+    into ``result.json`` when the run starts); ``None`` when either is unknown."""
+    values = [float(r[metric]) for r in rows if metric and isinstance(r.get(metric), (int, float))]
+    if not values or mode not in ("max", "min"):
+        return None
+    return max(values) if mode == "max" else min(values)
 
 
 def _age(seconds: float) -> str:

@@ -13,9 +13,16 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.runs.checkpoint import META_FILE
 from engine.errors import CheckpointError
-from engine.runs.layout import CONFIG_FILE, EVAL_FILE, read_json, read_metrics, read_result
+from engine.runs.checkpoint import META_FILE
+from engine.runs.layout import (
+    CONFIG_FILE,
+    EVAL_FILE,
+    display_epoch,
+    read_json,
+    read_metrics,
+    read_result,
+)
 from engine.runs.storage import Location
 
 REPORT_FILE = "report.md"
@@ -201,7 +208,7 @@ def _markdown(
         f"| Key config | epochs={cfg.trainer.epochs}, batch_size={cfg.trainer.batch_size}, "
         f"precision={cfg.trainer.precision}, optimizer={cfg.optimizer.name} lr={cfg.optimizer.lr}, "
         f"workers={cfg.scaling.num_workers}, gpu={cfg.scaling.use_gpu}, seed={cfg.seed} |",
-        f"| Best {metric} | {best:.4f} (epoch {summary.get('best_epoch')}) |"
+        f"| Best {metric} | {best:.4f} (epoch {display_epoch(summary.get('best_epoch'))}) |"
         if best is not None
         else f"| Best {metric} | - |",
         f"| Epochs done | {len(rows)} |",

@@ -14,6 +14,7 @@ import os
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 
 from engine.config.schema import ScalingConfig
 from engine.errors import ClusterError
@@ -38,6 +39,7 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         yield
         return
     address = address or os.environ.get("RAY_ADDRESS") or None
+    prepare_worker_environment()
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
     # Ray Train's print patch would echo every worker line twice through its logger.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
@@ -48,7 +50,11 @@ def ray_cluster(address: str | None) -> Iterator[None]:
             # One machine cannot be preempted node by node: skip Ray Train's watcher actor.
             os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
             # Ray turns token authentication on for a new local cluster and warns about it
-            # on every start; for a cluster of this command's own that is noise.
+            # on every start; for a cluster of this command's own that is noise. The only
+            # public switch (setting RAY_AUTH_MODE) would also pin the auth mode, so the
+            # warning's logger is quieted by name instead. That is a logger name, not an
+            # import of Ray's private module: if Ray renames it, nothing breaks and the
+            # warning simply comes back.
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
                 logging.ERROR
             )
@@ -63,6 +69,24 @@ def ray_cluster(address: str | None) -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
+
+
+def prepare_worker_environment() -> None:
+    """What workers of an embedded cluster inherit from this process's environment.
+
+    torchmetrics imports ``matplotlib.pyplot`` at import time whenever matplotlib is
+    installed, so every training worker loads it. Workers get the headless backend, and
+    the font cache is built here, once, if it is missing: otherwise each worker builds
+    its own and prints ``generated new fontManager``.
+    """
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    try:
+        import matplotlib
+    except ImportError:  # nothing to prepare
+        return
+    cache = Path(matplotlib.get_cachedir())
+    if not any(cache.glob("fontlist-*.json")):
+        import matplotlib.font_manager  # noqa: F401  (builds and writes the cache)
 
 
 def cluster_resources() -> ClusterResources:

@@ -89,8 +89,9 @@ def train(
         cluster_resources,
         ray_cluster,
     )
-    from engine.train.loop import LoopSpec, train_loop_per_worker
+    from engine.train.loop import LoopSpec
     from engine.train.progress import DriverProgress
+    from engine.train.trainer import build_trainer
 
     run_dir = resolve_run_dir(cfg)
     metric, mode = checkpoint_metric(cfg, info)
@@ -104,7 +105,7 @@ def train(
     run_dir.mkdir()
     (run_dir / CONFIG_FILE).write_text(config_yaml)
     started = time.time()
-    _write_status(run_dir, "running", started=started)
+    _write_status(run_dir, "running", started=started, metric=metric, mode=mode)
 
     spec = LoopSpec(
         info=info,
@@ -130,17 +131,24 @@ def train(
             check_storage(run_dir.parent, cfg.run.shared_fs, resources)
             if not embedded and (resources.hosts > 1 or not run_dir.is_local):
                 check_nodes_reach_storage(run_dir)
-            trainer = _build_trainer(cfg, spec, run_dir, train_loop_per_worker)
+            trainer = build_trainer(cfg, spec, run_dir)
             with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
                 trainer.fit()
     except KeyboardInterrupt:
-        _write_status(run_dir, "interrupted", started=started)
+        _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode)
         raise
     except LeptonError:
-        _write_status(run_dir, "failed", started=started)
+        _write_status(run_dir, "failed", started=started, metric=metric, mode=mode)
         raise
     except Exception as exc:
-        _write_status(run_dir, "failed", started=started, error=str(exc).splitlines()[0])
+        _write_status(
+            run_dir,
+            "failed",
+            started=started,
+            metric=metric,
+            mode=mode,
+            error=str(exc).splitlines()[0],
+        )
         cause = _worker_error(exc)
         if isinstance(cause, LeptonError):
             raise cause from None
@@ -152,45 +160,10 @@ def train(
         ) from exc
 
     summary = summarize(run_dir, metric, mode, "finished")
-    _write_status(run_dir, "finished", started=started, summary=summary.as_dict())
-    return summary
-
-
-def _build_trainer(
-    cfg: LeptonConfig, spec: Any, run_dir: Location, loop: Callable[..., Any]
-) -> Any:
-    from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
-    from ray.train.torch import TorchConfig, TorchTrainer
-    from ray.train.v2.api.config import LoggingConfig
-
-    s, t = cfg.scaling, cfg.trainer
-    resources = {"CPU": s.cpus_per_worker}
-    if s.use_gpu:
-        resources["GPU"] = s.gpus_per_worker
-    return TorchTrainer(
-        loop,
-        train_loop_config={"spec": spec},
-        torch_config=TorchConfig(
-            backend="nccl" if s.use_gpu else "gloo", timeout_s=t.collective_timeout_s
-        ),
-        scaling_config=ScalingConfig(
-            num_workers=s.num_workers,
-            use_gpu=s.use_gpu,
-            resources_per_worker=resources,
-            placement_strategy=s.placement_strategy,
-        ),
-        run_config=RunConfig(  # type: ignore[call-arg]  # mypy sees the V1 signature
-            name=run_dir.name,
-            storage_path=run_dir.parent.uri,
-            failure_config=FailureConfig(max_failures=t.max_failures),
-            logging_config=LoggingConfig(log_level="WARNING"),
-            checkpoint_config=CheckpointConfig(
-                num_to_keep=t.keep_checkpoints,
-                checkpoint_score_attribute=spec.metric,
-                checkpoint_score_order=spec.mode,
-            ),
-        ),
+    _write_status(
+        run_dir, "finished", started=started, metric=metric, mode=mode, summary=summary.as_dict()
     )
+    return summary
 
 
 def _write_status(run_dir: Location, status: str, *, started: float, **extra: Any) -> None:

@@ -9,37 +9,31 @@ per-step LR schedule), validates its shard with the task's torchmetrics (synced
 across ranks on ``compute``); rank 0 appends the row to ``metrics.jsonl`` (the
 engine's own record); then every rank calls ``report`` exactly once — with a
 checkpoint written by rank 0 on checkpoint epochs.
+
+The steps before the first epoch live beside it: :mod:`~engine.train.prepare` (data,
+model, optimizer, …), :mod:`~engine.train.resume` (the checkpoint to start from);
+:mod:`~engine.train.batches` holds the batch helpers and the validation pass, and
+:mod:`~engine.train.workers_record` writes ``workers.json`` at the end.
 """
 
 from __future__ import annotations
 
 import os
-import random
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
-from torch.utils.data import DataLoader, DistributedSampler, Subset
 
 from engine.config.schema import LeptonConfig
-from engine.runs.checkpoint import (
-    load_training_state,
-    load_weights,
-    read_meta,
-    save_checkpoint,
-    to_jsonable,
-)
-from engine.runs.layout import append_metrics, latest_checkpoint, write_json_atomic
-from engine.runs.storage import Location, local_copy
+from engine.runs.checkpoint import save_checkpoint, to_jsonable
+from engine.runs.layout import append_metrics
+from engine.runs.storage import Location
 from engine.task import TaskInfo
-from engine.train.optim import build_optimizer, build_scheduler
-from engine.train.precision import plan_precision
+from engine.train.batches import batch_size_of, move_to_device, validate_epoch
+from engine.train.prepare import Prepared, prepare, seed_everything, unwrap
 from engine.train.progress import ProgressWriter, format_row
+from engine.train.resume import restore
 from engine.train.tracking import Tracker, make_tracker
 from engine.train.worker_context import (
     LocalContext,
@@ -47,6 +41,21 @@ from engine.train.worker_context import (
     WorkerContext,
     temporary_checkpoint_dir,
 )
+from engine.train.workers_record import record_workers, weights_digest
+
+__all__ = [
+    "LoopCallback",
+    "LoopSpec",
+    "batch_size_of",
+    "move_to_device",
+    "run_local",
+    "run_loop",
+    "seed_everything",
+    "train_loop_per_worker",
+    "unwrap",
+    "validate_epoch",
+    "weights_digest",
+]
 
 
 class LoopCallback:
@@ -82,330 +91,198 @@ def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
     run_loop(loop_config["spec"], RayContext())
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
+@dataclass
+class _Trained:
+    """One epoch's training pass, as the row needs it."""
 
-
-def move_to_device(batch: Any, device: torch.device) -> Any:
-    if isinstance(batch, torch.Tensor):
-        return batch.to(device, non_blocking=True)
-    if isinstance(batch, Mapping):
-        return {k: move_to_device(v, device) for k, v in batch.items()}
-    if isinstance(batch, (list, tuple)):
-        moved = [move_to_device(v, device) for v in batch]
-        return (
-            type(batch)(moved)
-            if isinstance(batch, tuple) and not hasattr(batch, "_fields")
-            else moved
-        )
-    return batch
-
-
-def batch_size_of(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0]) if batch.dim() else 1
-    if isinstance(batch, Mapping):
-        return batch_size_of(next(iter(batch.values())))
-    if isinstance(batch, Sequence) and batch:
-        return batch_size_of(batch[0])
-    return 1
-
-
-def unwrap(model: torch.nn.Module) -> torch.nn.Module:
-    inner = getattr(model, "module", model)
-    return inner if isinstance(inner, torch.nn.Module) else model
-
-
-@contextmanager
-def _resume_checkpoint(spec: LoopSpec, ctx: WorkerContext) -> Iterator[tuple[str, Path] | None]:
-    """The newest whole checkpoint to resume from, as (where it lives, a local copy).
-
-    After a worker-group restart Ray hands over its own pointer, which can be one
-    checkpoint behind the newest one in the run when a failure follows a report
-    closely; training resumes from whichever is newer. With ``resume=true`` the run's
-    newest whole checkpoint is used. Remote checkpoints are downloaded for the block.
-    """
-    with ctx.restored_checkpoint() as restored:
-        if restored is None and not spec.config.resume:
-            yield None
-            return
-        newest = latest_checkpoint(spec.run_dir)
-        if newest is not None and (
-            restored is None or read_meta(newest)["epoch"] >= read_meta(restored)["epoch"]
-        ):
-            with local_copy(newest) as path:
-                yield newest.uri, path
-        elif restored is not None:
-            yield str(restored), restored
-        else:
-            yield None
-
-
-def _val_subset(dataset: Any, rank: int, world: int) -> Any:
-    """This rank's validation shard: no padding, so metrics count every sample once."""
-    if world == 1:
-        return dataset
-    return Subset(dataset, list(range(rank, len(dataset), world)))
+    loss_sum: float
+    loss_count: int
+    samples: int
+    started: float
+    train_time: float
+    global_step: int
 
 
 def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     """Train per ``spec`` in the given context; returns the rows this worker produced."""
     cfg = spec.config
-    task = spec.info.task
-    t, s = cfg.trainer, cfg.scaling
-    if spec.cwd and os.path.isdir(spec.cwd):
-        os.chdir(spec.cwd)
-    torch.set_num_threads(max(1, int(s.cpus_per_worker)))
-    seed_everything(cfg.seed)
-    device = ctx.device
-
-    bundle = task.build_data(cfg.task, seed=cfg.seed)
-    model = task.build_model(cfg.task, bundle.artifacts)
-    model = ctx.prepare_model(model)
-    plain_model = unwrap(model)
-
-    generator = torch.Generator().manual_seed(cfg.seed)
-    if ctx.world_size > 1:
-        sampler: Any = DistributedSampler(
-            bundle.train,
-            num_replicas=ctx.world_size,
-            rank=ctx.world_rank,
-            shuffle=True,
-            seed=cfg.seed,
-        )
-        train_loader = DataLoader(
-            bundle.train,
-            batch_size=t.batch_size,
-            sampler=sampler,
-            collate_fn=bundle.collate_fn,
-            num_workers=t.data_workers,
-        )
-    else:
-        sampler = None
-        train_loader = DataLoader(
-            bundle.train,
-            batch_size=t.batch_size,
-            shuffle=True,
-            generator=generator,
-            collate_fn=bundle.collate_fn,
-            num_workers=t.data_workers,
-        )
-    val_loader = DataLoader(
-        _val_subset(bundle.val, ctx.world_rank, ctx.world_size),
-        batch_size=t.batch_size,
-        shuffle=False,
-        collate_fn=bundle.collate_fn,
-        num_workers=t.data_workers,
-    )
-
-    steps_per_epoch = max(1, len(train_loader) // t.grad_accum_steps)
-    optimizer = build_optimizer(model.parameters(), cfg.optimizer)
-    scheduler = build_scheduler(
-        optimizer, cfg.scheduler, steps_per_epoch=steps_per_epoch, epochs=t.epochs
-    )
-    precision = plan_precision(t.precision, device)
-    scaler = precision.grad_scaler()
-    metrics = task.build_metrics(cfg.task, bundle.artifacts).to(device)
-    if precision.note and ctx.is_rank_zero:
-        print(f"[lepton] precision: {precision.note}", flush=True)
-
-    start_epoch, global_step = 0, 0
-    resume_from: str | None = None
-    with _resume_checkpoint(spec, ctx) as found:
-        if found is not None:
-            resume_from, local = found
-            load_weights(plain_model, local)
-            state = load_training_state(local) or {}
-            if "optimizer" in state:
-                optimizer.load_state_dict(state["optimizer"])
-            if "scheduler" in state:
-                scheduler.load_state_dict(state["scheduler"])
-            if "scaler" in state and precision.use_scaler:
-                scaler.load_state_dict(state["scaler"])
-            start_epoch = int(state.get("epoch", read_meta(local)["epoch"])) + 1
-            global_step = int(state.get("global_step", 0))
-    if resume_from is not None and ctx.is_rank_zero:
-        print(f"[lepton] resumed from {resume_from} (epoch {start_epoch - 1} done)", flush=True)
+    run = prepare(spec.info, cfg, ctx, cwd=spec.cwd)
+    start = restore(spec.run_dir, cfg.resume, ctx, run)
 
     for cb in spec.callbacks:
-        cb.on_train_start(ctx, start_epoch)
+        cb.on_train_start(ctx, start.epoch)
     tracker: Tracker = (
         make_tracker(cfg.logger, spec.run_dir, to_jsonable(cfg)) if ctx.is_rank_zero else Tracker()
     )
     progress = ProgressWriter(spec.run_dir) if ctx.is_rank_zero else None
 
     rows: list[dict[str, Any]] = []
-    for epoch in range(start_epoch, t.epochs):
-        if sampler is not None:
-            sampler.set_epoch(epoch)
-        model.train()
-        started = time.perf_counter()
-        loss_sum, loss_count, samples = 0.0, 0, 0
-        optimizer.zero_grad(set_to_none=True)
-        for i, batch in enumerate(train_loader):
-            batch = move_to_device(batch, device)
-            with precision.autocast():
-                loss = task.training_step(model, batch)
-            if not torch.isfinite(loss):
-                raise FloatingPointError(
-                    f"loss became {loss.item()} at epoch {epoch}, step {i}: lower optimizer.lr "
-                    "or enable trainer.grad_clip_norm"
-                )
-            scaler.scale(loss / t.grad_accum_steps).backward()
-            loss_sum += float(loss.detach())
-            loss_count += 1
-            samples += batch_size_of(batch)
-            if progress is not None:
-                progress.update(
-                    epoch=epoch,
-                    step_in_epoch=i + 1,
-                    steps_per_epoch=len(train_loader),
-                    loss=loss_sum / loss_count,
-                    samples_per_s=samples
-                    * ctx.world_size
-                    / max(time.perf_counter() - started, 1e-9),
-                )
-            if (i + 1) % t.grad_accum_steps == 0 or (i + 1) == len(train_loader):
-                if t.grad_clip_norm:
-                    scaler.unscale_(optimizer)
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip_norm)
-                scaler.step(optimizer)
-                scaler.update()
-                optimizer.zero_grad(set_to_none=True)
-                scheduler.step()
-                global_step += 1
-                for cb in spec.callbacks:
-                    cb.on_step_end(ctx, epoch, global_step)
-                if (
-                    t.log_every_n_steps
-                    and global_step % t.log_every_n_steps == 0
-                    and ctx.is_rank_zero
-                ):
-                    print(
-                        f"[lepton] epoch {epoch + 1} step {global_step} loss {loss_sum / loss_count:.4f}",
-                        flush=True,
-                    )
-        train_time = time.perf_counter() - started
-
-        val_loss = validate_epoch(task, plain_model, val_loader, metrics, device, precision)
-        computed = {f"val/{k}": float(v) for k, v in metrics.compute().items()}
-        metrics.reset()
-        row: dict[str, Any] = {
-            "epoch": epoch,
-            "step": global_step,
-            "train/loss": ctx.all_reduce_mean(loss_sum / max(1, loss_count)),
-            "val/loss": ctx.all_reduce_mean(val_loss),
-            **computed,
-            "lr": optimizer.param_groups[0]["lr"],
-            "samples_per_s": samples * ctx.world_size / max(train_time, 1e-9),
-            "epoch_time_s": time.perf_counter() - started,
-            "world_size": ctx.world_size,
-        }
-        if resume_from is not None and epoch == start_epoch:
-            row["resumed_from"] = resume_from
-
+    global_step = start.global_step
+    for epoch in range(start.epoch, cfg.trainer.epochs):
+        trained = _train_epoch(spec, ctx, run, epoch, global_step, progress)
+        global_step = trained.global_step
+        val_loss, computed = _validate(run)
+        row = _epoch_row(ctx, run, epoch, trained, val_loss, computed)
+        if start.resumed_from is not None and epoch == start.epoch:
+            row["resumed_from"] = start.resumed_from
         # The row goes to metrics.jsonl before the checkpoint is reported: a crash in
         # between then replays this epoch (a repeated row; readers keep the last)
         # instead of resuming past an epoch that has no row.
-        if ctx.is_rank_zero:
-            append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
-            tracker.log(row)
-            if ctx.prints_rows:
-                print("[lepton] " + format_row(row, t.epochs), flush=True)
-
-        last = epoch == t.epochs - 1
-        if (epoch + 1) % t.checkpoint_every == 0 or last:
-            with temporary_checkpoint_dir() as tmp:
-                if ctx.is_rank_zero:
-                    save_checkpoint(
-                        tmp,
-                        info=spec.info,
-                        model=plain_model,
-                        task_config=cfg.task,
-                        artifacts=bundle.artifacts,
-                        epoch=epoch,
-                        seed=cfg.seed,
-                        metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
-                        training_state={
-                            "optimizer": optimizer.state_dict(),
-                            "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict() if precision.use_scaler else {},
-                            "epoch": epoch,
-                            "global_step": global_step,
-                        },
-                    )
-                ctx.report(row, tmp if ctx.is_rank_zero else None)
-        else:
-            ctx.report(row, None)
-
+        _write_row(spec, ctx, row, tracker)
+        _report_epoch(spec, ctx, run, epoch, global_step, row)
         for cb in spec.callbacks:
             cb.on_epoch_end(ctx, epoch, row)
         rows.append(row)
-    _record_workers(spec, ctx, plain_model)
+    record_workers(spec.run_dir, ctx, run.plain_model)
     tracker.finish()
     return rows
 
 
-def weights_digest(model: torch.nn.Module) -> str:
-    """A hash of every parameter: equal on all ranks when DDP kept gradients in sync.
+def _train_epoch(
+    spec: LoopSpec,
+    ctx: WorkerContext,
+    run: Prepared,
+    epoch: int,
+    global_step: int,
+    progress: ProgressWriter | None,
+) -> _Trained:
+    """One pass over this rank's training shard, stepping the optimizer and schedule."""
+    t = spec.config.trainer
+    loader = run.train_loader
+    if run.sampler is not None:
+        run.sampler.set_epoch(epoch)
+    run.model.train()
+    started = time.perf_counter()
+    loss_sum, loss_count, samples = 0.0, 0, 0
+    run.optimizer.zero_grad(set_to_none=True)
+    for i, batch in enumerate(loader):
+        batch = move_to_device(batch, run.device)
+        with run.precision.autocast():
+            loss = run.task.training_step(run.model, batch)
+        if not torch.isfinite(loss):
+            raise FloatingPointError(
+                f"loss became {loss.item()} at epoch {epoch + 1}, step {i + 1}: lower optimizer.lr "
+                "or enable trainer.grad_clip_norm"
+            )
+        run.scaler.scale(loss / t.grad_accum_steps).backward()
+        loss_sum += float(loss.detach())
+        loss_count += 1
+        samples += batch_size_of(batch)
+        if progress is not None:
+            progress.update(
+                epoch=epoch,
+                step_in_epoch=i + 1,
+                steps_per_epoch=len(loader),
+                loss=loss_sum / loss_count,
+                samples_per_s=samples * ctx.world_size / max(time.perf_counter() - started, 1e-9),
+            )
+        if (i + 1) % t.grad_accum_steps == 0 or (i + 1) == len(loader):
+            _optimizer_step(run, t.grad_clip_norm)
+            global_step += 1
+            for cb in spec.callbacks:
+                cb.on_step_end(ctx, epoch, global_step)
+            if t.log_every_n_steps and global_step % t.log_every_n_steps == 0 and ctx.is_rank_zero:
+                print(
+                    f"[lepton] epoch {epoch + 1} step {global_step} loss {loss_sum / loss_count:.4f}",
+                    flush=True,
+                )
+    return _Trained(
+        loss_sum=loss_sum,
+        loss_count=loss_count,
+        samples=samples,
+        started=started,
+        train_time=time.perf_counter() - started,
+        global_step=global_step,
+    )
 
-    (Buffers such as BatchNorm running statistics are per rank by design: DDP
-    broadcasts rank 0's before each forward, and checkpoints take rank 0's.)
-    """
-    import hashlib
 
-    digest = hashlib.sha256()
-    for name, tensor in sorted(model.named_parameters()):
-        digest.update(name.encode())
-        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
-    return digest.hexdigest()
+def _optimizer_step(run: Prepared, grad_clip_norm: float | None) -> None:
+    """Clip (if asked), step the optimizer through the scaler, then the LR schedule."""
+    if grad_clip_norm:
+        run.scaler.unscale_(run.optimizer)
+        torch.nn.utils.clip_grad_norm_(run.model.parameters(), grad_clip_norm)
+    run.scaler.step(run.optimizer)
+    run.scaler.update()
+    run.optimizer.zero_grad(set_to_none=True)
+    run.scheduler.step()
 
 
-def _record_workers(spec: LoopSpec, ctx: WorkerContext, model: torch.nn.Module) -> None:
-    """Rank 0 writes ``workers.json``: each rank's node and final weights digest."""
-    mine = {
-        "rank": ctx.world_rank,
-        "local_rank": ctx.local_rank,
-        "node_id": ctx.node_id,
-        "hostname": os.uname().nodename,
-        "pid": os.getpid(),
-        "device": str(ctx.device),
-        "weights_sha256": weights_digest(model),
+def _validate(run: Prepared) -> tuple[float, dict[str, float]]:
+    """This rank's validation loss, and the task's metrics computed across ranks."""
+    val_loss = validate_epoch(
+        run.task, run.plain_model, run.val_loader, run.metrics, run.device, run.precision
+    )
+    computed = {f"val/{k}": float(v) for k, v in run.metrics.compute().items()}
+    run.metrics.reset()
+    return val_loss, computed
+
+
+def _epoch_row(
+    ctx: WorkerContext,
+    run: Prepared,
+    epoch: int,
+    trained: _Trained,
+    val_loss: float,
+    computed: dict[str, float],
+) -> dict[str, Any]:
+    """The epoch's row; losses are averaged across ranks (every rank calls this)."""
+    return {
+        "epoch": epoch,
+        "step": trained.global_step,
+        "train/loss": ctx.all_reduce_mean(trained.loss_sum / max(1, trained.loss_count)),
+        "val/loss": ctx.all_reduce_mean(val_loss),
+        **computed,
+        "lr": run.optimizer.param_groups[0]["lr"],
+        "samples_per_s": trained.samples * ctx.world_size / max(trained.train_time, 1e-9),
+        "epoch_time_s": time.perf_counter() - trained.started,
+        "world_size": ctx.world_size,
     }
-    everyone = ctx.all_gather_object(mine)
+
+
+def _write_row(spec: LoopSpec, ctx: WorkerContext, row: dict[str, Any], tracker: Tracker) -> None:
+    """Rank 0 appends the row to ``metrics.jsonl``, logs it to the tracker, prints it."""
     if ctx.is_rank_zero:
-        digests = {w["weights_sha256"] for w in everyone}
-        write_json_atomic(
-            Location.parse(spec.run_dir) / "workers.json",
-            {
-                "world_size": ctx.world_size,
-                "weights_in_sync": len(digests) == 1,
-                "workers": everyone,
-            },
-        )
+        append_metrics(spec.run_dir, {**row, "time": time.time(), "pid": os.getpid()})
+        tracker.log(row)
+        if ctx.prints_rows:
+            print("[lepton] " + format_row(row, spec.config.trainer.epochs), flush=True)
 
 
-def validate_epoch(
-    task: Any,
-    model: torch.nn.Module,
-    loader: DataLoader,
-    metrics: Any,
-    device: torch.device,
-    precision: Any,
-) -> float:
-    model.eval()
-    total, count = 0.0, 0
-    with torch.no_grad():
-        for batch in loader:
-            batch = move_to_device(batch, device)
-            with precision.autocast():
-                loss = task.validation_step(model, batch, metrics)
-            n = batch_size_of(batch)
-            total += float(loss) * n
-            count += n
-    return total / max(1, count)
+def _report_epoch(
+    spec: LoopSpec,
+    ctx: WorkerContext,
+    run: Prepared,
+    epoch: int,
+    global_step: int,
+    row: dict[str, Any],
+) -> None:
+    """Every rank reports once; on checkpoint epochs with rank 0's checkpoint."""
+    cfg = spec.config
+    t = cfg.trainer
+    last = epoch == t.epochs - 1
+    if not ((epoch + 1) % t.checkpoint_every == 0 or last):
+        ctx.report(row, None)
+        return
+    with temporary_checkpoint_dir() as tmp:
+        if ctx.is_rank_zero:
+            save_checkpoint(
+                tmp,
+                info=spec.info,
+                model=run.plain_model,
+                task_config=cfg.task,
+                artifacts=run.bundle.artifacts,
+                epoch=epoch,
+                seed=cfg.seed,
+                metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                training_state={
+                    "optimizer": run.optimizer.state_dict(),
+                    "scheduler": run.scheduler.state_dict(),
+                    "scaler": run.scaler.state_dict() if run.precision.use_scaler else {},
+                    "epoch": epoch,
+                    "global_step": global_step,
+                },
+            )
+        ctx.report(row, tmp if ctx.is_rank_zero else None)
 
 
 def run_local(spec: LoopSpec, device: str = "cpu") -> LocalContext:

@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from engine.config.schema import LoggerConfig
-from engine.runs.storage import Location, cache_dir
+from engine.runs.local_copies import cache_dir
+from engine.runs.storage import Location
 
 
 class Tracker:

@@ -5,33 +5,76 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+DESCRIPTION = """\
+Train a task. Arguments are Hydra overrides: key=value, group=option, +key=value.
+
+Configs are looked up in the project config dir first (--config-dir, else
+$LEPTON_CONFIG_DIR, else ./conf if it exists), then the engine's packaged tree, then
+each plugin's dirs; `--info searchpath` prints the order. experiment=NAME picks
+experiment/NAME.yaml from there."""
+
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "train",
         help="train a task on Ray Train",
-        description="Train a task. Arguments are Hydra overrides: key=value, group=option, +key=value.",
+        description=DESCRIPTION,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "overrides", nargs="*", metavar="OVERRIDE", help="e.g. task=vision trainer.epochs=3"
+        "overrides",
+        nargs="*",
+        metavar="OVERRIDE",
+        help="e.g. task=vision trainer.epochs=3, or experiment=digits_resnet",
     )
     parser.add_argument(
+        "--config-dir",
+        metavar="DIR",
+        default=None,
+        help="project config dir searched first (default: $LEPTON_CONFIG_DIR, else ./conf)",
+    )
+    parser.add_argument(
+        "--from",
+        dest="from_run",
+        metavar="RUN_DIR",
+        default=None,
+        help="start from RUN_DIR/config.yaml (a path or s3:// URI); "
+        "overrides then are key=value only, run.name and resume start afresh",
+    )
+    show = parser.add_mutually_exclusive_group()
+    show.add_argument(
         "--cfg",
         "-c",
         choices=["job"],
         default=None,
         help="print the composed config (job) and exit",
     )
+    show.add_argument(
+        "--info",
+        choices=["searchpath", "defaults"],
+        default=None,
+        help="print the config search path, or each group's chosen option and its file, and exit",
+    )
     return parser
 
 
 def run(args: argparse.Namespace) -> int:
-    from engine.config.load import load_config
+    if args.info is not None:
+        print(_info(args), end="")
+        return 0
+    if args.from_run is not None:
+        from engine.config.from_run import load_config_from_run
 
-    loaded = load_config(args.overrides)
+        _no_config_dir_with_from(args)
+        loaded = load_config_from_run(args.from_run, args.overrides)
+    else:
+        from engine.config.load import load_config
+
+        loaded = load_config(args.overrides, config_dir=args.config_dir)
     if args.cfg == "job":
         print(loaded.yaml, end="")
         return 0
+    from engine.runs.layout import display_epoch
     from engine.train.driver import train
 
     summary = train(loaded.config, loaded.info, loaded.yaml)
@@ -41,6 +84,41 @@ def run(args: argparse.Namespace) -> int:
         print(f"Report:          {write_report(summary.run_dir)}")
     print(f"Run directory:   {summary.run_dir}")
     if summary.best_value is not None:
-        print(f"Best {summary.metric}: {summary.best_value:.4f} (epoch {summary.best_epoch})")
+        print(
+            f"Best {summary.metric}: {summary.best_value:.4f} (epoch {display_epoch(summary.best_epoch)})"
+        )
     print(f"Best checkpoint: {summary.best_checkpoint}")
     return 0
+
+
+def _info(args: argparse.Namespace) -> str:
+    from engine.config.project import describe_defaults, describe_searchpath, search_dirs
+    from engine.plugins import get_registry
+
+    if args.from_run is not None:
+        _no_config_dir_with_from(args)
+        return (
+            f"--from {args.from_run}: the run's resolved config.yaml is the only source; "
+            "no config groups or search path apply.\n"
+        )
+    registry = get_registry()
+    dirs = search_dirs(registry, args.config_dir)
+    if args.info == "searchpath":
+        return describe_searchpath(dirs)
+    from engine.config.compose import compose_over
+
+    raw = compose_over(dirs, list(args.overrides), registry, hydra_node=True)
+    # Hydra records the choices leaves first; reversed, they follow the defaults list.
+    choices = dict(reversed(list(raw.hydra.runtime.choices.items())))
+    return describe_defaults(choices, dirs)
+
+
+def _no_config_dir_with_from(args: argparse.Namespace) -> None:
+    if args.config_dir is not None:
+        from engine.errors import ConfigError
+
+        raise ConfigError(
+            "--config-dir does not apply with --from: the run's config.yaml is the whole "
+            "starting point.",
+            hint="Drop --config-dir, or compose afresh without --from.",
+        )

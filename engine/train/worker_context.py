@@ -7,6 +7,8 @@ debugging (:class:`LocalContext`).
 
 from __future__ import annotations
 
+import importlib
+import logging
 import shutil
 import tempfile
 import time
@@ -93,14 +95,7 @@ class RayContext(WorkerContext):
         import ray
         import ray.train
 
-        # Ray Train logs every report at INFO through a logger named after its file
-        # (so RunConfig's log level misses it); keep only its warnings.
-        try:
-            from ray.train.v2._internal.execution import context as _train_ctx
-
-            _train_ctx.logger.addFilter(_warnings_only)
-        except (ImportError, AttributeError):  # a Ray without that module: nothing to quiet
-            pass
+        _quiet_report_log()
         ctx = ray.train.get_context()
         self.world_rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
@@ -154,8 +149,31 @@ class RayContext(WorkerContext):
         return gathered
 
 
+#: The one private Ray name the engine depends on (see :func:`_quiet_report_log`).
+_RAY_REPORT_LOG_MODULE = "ray.train.v2._internal.execution.context"
+
+
+def _quiet_report_log() -> None:
+    """Keep only the warnings of the log line Ray Train writes on every ``report``.
+
+    No public API reaches it: ``ray.train.LoggingConfig(log_level=...)`` filters the
+    handlers of the ``ray.train`` logger tree, but that module logs through
+    ``logging.getLogger(__file__)`` (a logger named after its file path, outside the
+    tree, so its name differs per install) and no setting or environment variable
+    quiets it. So the logger is taken from the module itself, already loaded on a Ray
+    Train worker and looked up by name; a Ray without it simply stays verbose.
+    """
+    try:
+        module = importlib.import_module(_RAY_REPORT_LOG_MODULE)
+    except ImportError:
+        return
+    logger = getattr(module, "logger", None)
+    if isinstance(logger, logging.Logger) and _warnings_only not in logger.filters:
+        logger.addFilter(_warnings_only)
+
+
 def _warnings_only(record: Any) -> bool:
-    return bool(record.levelno >= 30)
+    return bool(record.levelno >= logging.WARNING)
 
 
 @contextmanager

@@ -78,6 +78,12 @@ class NLPTask:
     default_metric = "val/f1"
     metric_mode = "max"
 
+    def metric_mode_for(self, metric: str, cfg: Any) -> str | None:
+        """Every metric this task computes is a score: higher is better."""
+        name = metric.removeprefix("val/")
+        known = ("accuracy", "precision", "recall", "f1")
+        return "max" if name in known or name.startswith("f1_") else None
+
     def check(self, cfg: NLPConfig) -> None:
         from lepton_nlp.corpus import load_corpus, report_lines
         from lepton_nlp.pretrained import require_transformers

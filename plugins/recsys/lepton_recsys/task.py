@@ -33,6 +33,13 @@ class RecsysTask:
         """The checkpoint metric for this config: rmse (min) for mf, NDCG@K (max) otherwise."""
         return cfg.metric()
 
+    def metric_mode_for(self, metric: str, cfg: RecsysConfig) -> str | None:
+        """Errors (rmse, mae and their baselines) are minimised, ranking scores maximised."""
+        name = metric.removeprefix("val/").removeprefix("baseline_")
+        if name in ("rmse", "mae"):
+            return "min"
+        return "max" if name.startswith(("ndcg@", "hr@")) else None
+
     # -- driver ----------------------------------------------------------------------
 
     def check(self, cfg: RecsysConfig) -> None:

@@ -87,6 +87,7 @@ print(json.dumps(loaded.predictor().predict(json.loads(sys.argv[2]))))
 """
 
 
+@pytest.mark.slow  # a fresh Python process (imports torch and the engine again)
 def test_reload_in_a_fresh_process_gives_the_same_top_k(tmp_path):
     typed, info = typed_config(
         "task.data.synthetic.num_users=200",

@@ -22,6 +22,12 @@ class VisionTask:
     default_metric = "val/accuracy"
     metric_mode = "max"
 
+    def metric_mode_for(self, metric: str, cfg: Any) -> str | None:
+        """Every metric this task computes is a score: higher is better."""
+        name = metric.removeprefix("val/")
+        known = ("accuracy", "precision", "recall", "f1")
+        return "max" if name in known or name.startswith("f1_") else None
+
     def check(self, cfg: VisionConfig) -> None:
         data = cfg.data
         if data.format == "digits":
