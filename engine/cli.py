@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         code: int = args.run(args)
         return code
     except LeptonError as exc:
-        print(f"lepton: error: {exc.message}", file=sys.stderr)
+        print(f"lepton: {exc.kind}: {exc.message}", file=sys.stderr)
         if exc.hint:
             print(f"  {exc.hint}", file=sys.stderr)
         return exc.exit_code

@@ -13,6 +13,8 @@ class LeptonError(Exception):
     """Base class: a problem the user can fix. Printed without a traceback."""
 
     exit_code = 2
+    #: The CLI's label: ``lepton: <kind>: <message>``.
+    kind = "error"
 
     def __init__(self, message: str, *, hint: str | None = None) -> None:
         self.message = message
@@ -37,7 +39,12 @@ class DataError(LeptonError):
 
 
 class CheckpointError(LeptonError):
-    """A checkpoint or run directory is missing, incomplete or for another task."""
+    """A checkpoint or run directory is missing, incomplete, damaged or for another task."""
+
+
+class RunFileError(CheckpointError):
+    """A run's own record (``config.yaml``, ``result.json``, ``metrics.jsonl``) is damaged
+    (names the file and the line)."""
 
 
 class ClusterError(LeptonError):
@@ -50,5 +57,51 @@ class TrainingFailed(LeptonError):
     exit_code = 1
 
 
+class RunInterrupted(LeptonError):
+    """Training was stopped by SIGINT or SIGTERM; the hint is the command that resumes it.
+
+    The exit status is the shell's for that signal (130, 143); the CLI prints it as
+    ``lepton: interrupted: ...``.
+    """
+
+    kind = "interrupted"
+
+    def __init__(self, message: str, *, hint: str | None = None, signum: int) -> None:
+        super().__init__(message, hint=hint)
+        self.signum = signum
+        self.exit_code = 128 + signum
+
+
 class StorageError(LeptonError):
     """The run directory's storage (a path or an object-store URI) cannot be used."""
+
+
+class RunLockedError(CheckpointError):
+    """Another live driver holds the run directory (the message names it: host, pid, since)."""
+
+
+class OutputError(LeptonError):
+    """An output path would overwrite a file (without ``--force``) or a run's own files."""
+
+
+#: How many characters of a value from the user's data a message quotes.
+QUOTE_LIMIT = 200
+
+
+def clip(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``str(value)`` cut to ``limit`` characters, for quoting user data in a message.
+
+    A cell, header or line from a data file can be megabytes long; a message quotes
+    its start and says how much was left out: ``'abc…(9812 more characters)'``.
+    """
+    text = value if isinstance(value, str) else str(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}…({len(text) - limit} more characters)"
+
+
+def clip_repr(value: object, limit: int = QUOTE_LIMIT) -> str:
+    """``repr(value)`` cut like :func:`clip` (a long string is cut before it is quoted)."""
+    if isinstance(value, str) and len(value) > limit:
+        return f"{value[:limit]!r}…({len(value) - limit} more characters)"
+    return clip(repr(value), limit)

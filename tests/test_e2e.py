@@ -22,8 +22,9 @@ def _best(stdout: str) -> tuple[float, str]:
     printed = float(re.search(r"Best val/accuracy: ([0-9.]+)", stdout).group(1))
     summary = json.loads((Path(run_dir) / "result.json").read_text())["summary"]
     assert summary["best_value"] == pytest.approx(printed, abs=1e-4)
-    assert re.search(r"Best checkpoint: (\S+)", stdout).group(1) == summary["best_checkpoint"]
-    return summary["best_value"], summary["best_checkpoint"]
+    best = str(Path(run_dir) / summary["best_checkpoint"])  # named inside the run
+    assert re.search(r"Best checkpoint: (\S+)", stdout).group(1) == best
+    return summary["best_value"], best
 
 
 def test_train_then_reload_in_fresh_process_reproduces_accuracy(tmp_path):

@@ -122,6 +122,27 @@ def _positive(key: str, value: float, *, zero_ok: bool = False) -> None:
         )
 
 
+def _run_name(name: str) -> None:
+    """``run.name`` is one plain directory name inside ``run.dir``, nothing else."""
+    why = None
+    if not name.strip():
+        why = "it is empty"
+    elif "/" in name or "\\" in name:
+        why = "it contains a path separator"
+    elif name in (".", ".."):
+        why = f"{name!r} is not a directory of its own"
+    elif name.startswith("-"):
+        why = "it starts with '-' (it would read as an option)"
+    elif any(ord(c) < 32 for c in name):
+        why = "it contains a control character"
+    if why is not None:
+        raise ConfigError(
+            f"Invalid value for 'run.name': {name!r} ({why}).",
+            hint="A run name is one plain name inside run.dir, e.g. run.name=digits-lr3e-4; "
+            "to keep runs elsewhere set run.dir=<path>, or leave run.name out for a fresh name.",
+        )
+
+
 def validate(cfg: LeptonConfig) -> None:
     """Cross-field checks that dataclass types cannot express."""
     t, s = cfg.trainer, cfg.scaling
@@ -148,6 +169,8 @@ def validate(cfg: LeptonConfig) -> None:
             f"Invalid value for 'trainer.max_failures': {t.max_failures}.",
             hint="Use -1 (retry forever), 0 (no retries) or a positive count.",
         )
+    if cfg.run.name is not None:
+        _run_name(cfg.run.name)
     if s.use_gpu:
         _positive("scaling.gpus_per_worker", s.gpus_per_worker)
     if cfg.scheduler.warmup_epochs >= t.epochs and cfg.scheduler.warmup_epochs > 0:

@@ -3,7 +3,8 @@
 The model is rebuilt from the checkpoint (safetensors + ``task.json``), the data
 from the checkpoint's task config with any ``task.*`` overrides applied, and the
 metrics are the task's own, computed by the same code the training loop validates
-with. Results go to ``eval.json`` beside the checkpoint (or where ``-o`` says).
+with. Results go to ``eval.json`` beside the checkpoint (or where ``-o`` says: an
+existing file there only with ``force``, never a run's own files).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from typing import Any
 from engine.errors import CheckpointError, ConfigError
 from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
 from engine.runs.layout import EVAL_FILE, display_epoch, resolve_checkpoint
+from engine.runs.outputs import check_output_path
 from engine.runs.storage import Location
 
 
@@ -63,6 +65,8 @@ def evaluate(
     overrides: list[str],
     output: str | Path | None = None,
     batch_size: int = 256,
+    *,
+    force: bool = False,
 ) -> dict[str, Any]:
     import torch
     from torch.utils.data import DataLoader
@@ -71,6 +75,10 @@ def evaluate(
     from engine.train.precision import plan_precision
 
     checkpoint = resolve_checkpoint(path)
+    target = checkpoint / EVAL_FILE  # the engine's own: replaced on every evaluation
+    if output is not None and Location.parse(output) != target:
+        check_output_path(output, force=force)
+        target = Location.parse(output)
     loaded = load_model(checkpoint)
     task = loaded.info.task
     task_cfg = apply_task_overrides(loaded, overrides)
@@ -100,8 +108,11 @@ def evaluate(
         "extras": to_jsonable(extras),
         "seconds": round(time.perf_counter() - started, 3),
     }
-    target = Location.parse(output) if output else checkpoint / EVAL_FILE
-    target.write_text(json.dumps(result, indent=2) + "\n")
+    # Inside the run, eval.json names its checkpoint as result.json does: by its name
+    # (the run may be copied or moved); the result returned keeps where it was read.
+    inside = target == checkpoint / EVAL_FILE
+    written = {**result, "checkpoint": checkpoint.name} if inside else result
+    target.write_text(json.dumps(written, indent=2) + "\n")
     result["written_to"] = str(target)
     return result
 

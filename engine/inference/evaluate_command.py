@@ -21,6 +21,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "-o", "--output", help="where to write eval.json (default: beside the checkpoint)"
     )
+    parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -30,6 +31,6 @@ def run(args: argparse.Namespace) -> int:
 
     # A task may print while it loads data; keep stdout for the result alone.
     with contextlib.redirect_stdout(sys.stderr):
-        result = evaluate(args.path, args.overrides, args.output)
+        result = evaluate(args.path, args.overrides, args.output, force=args.force)
     print(json.dumps(result, indent=2) if args.json else format_result(result))
     return 0

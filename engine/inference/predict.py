@@ -4,7 +4,9 @@ Inputs stream from the task's ``read_inputs(path, cfg)`` in batches; predictions
 stream out as JSONL (default, stdout) or CSV (by the output's suffix), one row per
 input with its id. An input the predictor cannot use (a corrupt image, say) is
 reported by id and skipped with ``--on-error skip`` (the default), or stops the
-run with ``--on-error fail``; nothing half-written is left behind as if whole.
+run with ``--on-error fail``; nothing half-written is left behind as if whole. An
+existing output file is replaced only with ``force`` (``--force``), and never one of a
+run's own files (:func:`engine.runs.outputs.check_output_path`).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from engine.errors import CheckpointError, DataError
 from engine.inference.evaluate import apply_task_overrides
 from engine.runs.checkpoint import load_model
 from engine.runs.layout import resolve_checkpoint
+from engine.runs.outputs import check_output_path
 
 
 def _batches(items: Iterable[tuple[str, Any]], size: int) -> Iterator[list[tuple[str, Any]]]:
@@ -67,10 +70,13 @@ def predict(
     overrides: list[str] | None = None,
     batch_size: int = 64,
     on_error: str = "skip",
+    force: bool = False,
     device: str = "cpu",
     progress: IO[str] | None = None,
     stdout: IO[str] | None = None,
 ) -> dict[str, int]:
+    if output is not None:  # before any work: an output that cannot be written stops it
+        check_output_path(output, force=force)
     checkpoint = resolve_checkpoint(path)
     loaded = load_model(checkpoint)
     task = loaded.info.task

@@ -23,6 +23,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     )
     parser.add_argument("--input", "-i", required=True, help="input file or folder")
     parser.add_argument("--output", "-o", help="output .jsonl or .csv (default: JSONL on stdout)")
+    parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
         "--on-error",
@@ -45,6 +46,7 @@ def run(args: argparse.Namespace) -> int:
             overrides=args.overrides,
             batch_size=args.batch_size,
             on_error=args.on_error,
+            force=args.force,
             stdout=real_stdout,
         )
     where = args.output or "stdout"

@@ -6,11 +6,13 @@ Layout of a checkpoint directory::
     training_state.safetensors  optimizer / scheduler / grad-scaler tensors
     training_state.json         the non-tensor parts of that state
     task.json                   task, plugin, versions, task config, artifacts,
-                                epoch, metrics, and the size of every file above
+                                epoch, metrics, and the size and SHA-256 of every
+                                file above
 
 Nothing here unpickles: tensors come from safetensors, everything else is JSON.
-``task.json`` is written last and lists every other file with its size, so a
-directory whose copy was cut short is recognised as incomplete and never loaded.
+``task.json`` is written last and lists every other file with its size and SHA-256
+(:mod:`engine.runs.integrity`): a directory whose copy was cut short is recognised as
+incomplete, one whose bytes changed as damaged, and neither is ever loaded.
 """
 
 from __future__ import annotations
@@ -22,8 +24,19 @@ from typing import TYPE_CHECKING, Any
 
 from engine import __version__
 from engine.errors import CheckpointError
+from engine.runs.integrity import (
+    FORMAT_VERSION,
+    META_FILE,
+    check_task,
+    check_weights_fit,
+    file_records,
+    incomplete_reason,
+    parse_task_json,
+    run_task,
+    verify_files,
+)
 from engine.runs.local_copies import cached_copy
-from engine.runs.storage import Location
+from engine.runs.storage import Location, first_line
 
 if TYPE_CHECKING:
     import torch
@@ -31,8 +44,6 @@ if TYPE_CHECKING:
     from engine.plugins import PluginRegistry
     from engine.task import TaskInfo
 
-FORMAT_VERSION = 1
-META_FILE = "task.json"
 MODEL_FILE = "model.safetensors"
 STATE_TENSORS = "training_state.safetensors"
 STATE_JSON = "training_state.json"
@@ -113,7 +124,7 @@ def save_checkpoint(
         structure = _flatten(training_state, tensors, "")
         save_file(tensors, str(path / STATE_TENSORS))
         _write_json(path / STATE_JSON, structure)
-    files = {p.name: p.stat().st_size for p in sorted(path.iterdir()) if p.name != META_FILE}
+    files = file_records(path)  # hashed here, on rank 0, before Ray copies the files
     meta = {
         "format_version": FORMAT_VERSION,
         "task": info.task.name,
@@ -140,17 +151,21 @@ def _write_json(path: Path, data: Any) -> None:
 
 
 def is_complete(directory: str | Path | Location) -> bool:
-    """True when ``task.json`` exists and every file it lists has the recorded size."""
+    """True when ``task.json`` is valid and every file it lists has the recorded size.
+
+    Sizes only (cheap, also on an object store): lists whole checkpoints. Loading also
+    checks the bytes (:func:`verify_checkpoint`).
+    """
     where = Location.parse(directory)
     try:
-        meta = json.loads((where / META_FILE).read_text())
-        files = meta["files"]
-        return all((where / name).size() == size for name, size in files.items())
-    except (OSError, ValueError, KeyError, TypeError):
+        meta = parse_task_json((where / META_FILE).read_text(), where)
+        return incomplete_reason(where, meta) is None
+    except (OSError, ValueError, CheckpointError):
         return False
 
 
 def read_meta(directory: str | Path | Location) -> dict[str, Any]:
+    """A whole checkpoint's ``task.json`` (sizes checked, not hashes)."""
     where = Location.parse(directory)
     if not (where / META_FILE).is_file():
         if not where.is_dir():
@@ -159,34 +174,56 @@ def read_meta(directory: str | Path | Location) -> dict[str, Any]:
             f"{where} is not a Lepton checkpoint (no {META_FILE}).",
             hint="Pass a run directory or one of its checkpoint_* directories.",
         )
-    if not is_complete(where):
+    try:
+        text = (where / META_FILE).read_text()
+    except (OSError, UnicodeDecodeError) as exc:
         raise CheckpointError(
-            f"Checkpoint {where} is incomplete (a file is missing or was cut short).",
+            f"Checkpoint {where}: cannot read {META_FILE} ({first_line(exc)})."
+        ) from None
+    meta = parse_task_json(text, where)
+    reason = incomplete_reason(where, meta)
+    if reason is not None:
+        raise CheckpointError(
+            f"Checkpoint {where} is incomplete: {reason}.",
             hint="Use an earlier checkpoint of the run; this one was not written whole.",
-        )
-    meta: dict[str, Any] = json.loads((where / META_FILE).read_text())
-    if meta.get("format_version", 0) > FORMAT_VERSION:
-        raise CheckpointError(
-            f"Checkpoint {where} has format version {meta['format_version']}; this engine "
-            f"reads up to {FORMAT_VERSION}.",
-            hint="Upgrade lepton-engine.",
         )
     return meta
 
 
-def local_checkpoint(directory: str | Path | Location) -> Path:
-    """A whole checkpoint on the local disk: itself, or a cached download of a remote one."""
-    where = Location.parse(directory)
+def verify_checkpoint(
+    directory: str | Path, *, task: str | None = None, remember: bool = True
+) -> dict[str, Any]:
+    """A local checkpoint's ``task.json`` once every file matches its size and SHA-256
+    (and, given ``task``, it is that task's); a CheckpointError naming what is wrong.
+    ``remember``: record the check so it is not repeated while the files stay unchanged
+    (leave it off for a temporary copy)."""
+    path = Path(directory)
+    meta = read_meta(path)
+    check_task(meta, task, path)
+    verify_files(path, meta, remember=remember)
+    return meta
+
+
+def _local_checkpoint(where: Location) -> tuple[Path, dict[str, Any]]:
     meta = read_meta(where)
     if where.is_local:
-        return where.local_path
-    path = cached_copy(where, json.dumps(meta, sort_keys=True))
-    if not is_complete(path):
-        raise CheckpointError(
-            f"The download of checkpoint {where} into {path} is incomplete.",
-            hint=f"Delete {path} and try again.",
-        )
-    return path
+        verify_files(where.local_path, meta)
+        return where.local_path, meta
+
+    def check(staging: Path) -> None:  # before the download is renamed into the cache
+        verify_files(staging, meta, shown=where, remember=False)
+
+    path = cached_copy(where, json.dumps(meta, sort_keys=True), check=check)
+    verify_files(
+        path, meta, shown=f"{where} (cached in {path})", hint=f"Delete {path} and try again."
+    )
+    return path, meta
+
+
+def local_checkpoint(directory: str | Path | Location) -> Path:
+    """A whole, verified checkpoint on the local disk: itself, or a cached download of a
+    remote one (checked after the download, before it enters the cache)."""
+    return _local_checkpoint(Location.parse(directory))[0]
 
 
 def load_training_state(directory: str | Path) -> dict[str, Any] | None:
@@ -195,16 +232,33 @@ def load_training_state(directory: str | Path) -> dict[str, Any] | None:
     path = Path(directory)
     if not (path / STATE_JSON).is_file():
         return None
-    tensors = load_file(str(path / STATE_TENSORS)) if (path / STATE_TENSORS).is_file() else {}
-    structure = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
-    result: dict[str, Any] = _unflatten(structure, tensors)
+    try:
+        tensors = load_file(str(path / STATE_TENSORS)) if (path / STATE_TENSORS).is_file() else {}
+        structure = json.loads((path / STATE_JSON).read_text(encoding="utf-8"))
+        result: dict[str, Any] = _unflatten(structure, tensors)
+    except Exception as exc:  # safetensors' own error type, JSON, a missing tensor key
+        raise CheckpointError(
+            f"Checkpoint {path}: its training state ({STATE_TENSORS}, {STATE_JSON}) cannot be "
+            f"read: {first_line(exc)}.",
+            hint="Use an earlier checkpoint of the run.",
+        ) from None
     return result
 
 
 def load_weights(model: torch.nn.Module, directory: str | Path) -> None:
-    from safetensors.torch import load_model
+    """Load ``model.safetensors`` into ``model``; a CheckpointError names the tensor whose
+    shape differs, or the tensors missing or left over, or why the file cannot be read."""
+    from safetensors.torch import load_file
 
-    load_model(model, str(Path(directory) / MODEL_FILE), strict=True)
+    file = Path(directory) / MODEL_FILE
+    try:
+        state = load_file(str(file))
+    except Exception as exc:  # safetensors raises its own SafetensorError, or OSError
+        raise CheckpointError(
+            f"{file} is not a readable safetensors file: {first_line(exc)}.",
+            hint="Use another checkpoint of the run, or restore this one from a good copy.",
+        ) from None
+    check_weights_fit(model, state, file)
 
 
 @dataclass
@@ -228,17 +282,25 @@ class LoadedModel:
 
 
 def load_model(
-    directory: str | Path | Location, registry: PluginRegistry | None = None
+    directory: str | Path | Location,
+    registry: PluginRegistry | None = None,
+    *,
+    task: str | None = None,
 ) -> LoadedModel:
-    """Rebuild the task's model from a checkpoint directory (no pickle involved)."""
+    """Rebuild the task's model from a checkpoint directory (no pickle involved).
+
+    Every file is checked against ``task.json`` first (sizes and SHA-256). ``task``: the
+    task the caller expects; by default that of the run the checkpoint is in, if any.
+    """
     from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     from engine.errors import UnknownTaskError
     from engine.plugins import get_registry
 
     source = Location.parse(directory)
-    path = local_checkpoint(source)
-    meta = read_meta(path)
+    path, meta = _local_checkpoint(source)
+    check_task(meta, task if task is not None else run_task(source), source)
     registry = registry or get_registry()
     try:
         info = registry.get_task(meta["task"])
@@ -248,8 +310,15 @@ def load_model(
             f"Checkpoint {source} is for task {meta['task']!r}, which no installed plugin provides.",
             hint=f"Install {dist} (version {meta.get('plugin_version') or '?'}) and try again.",
         ) from None
-    schema = OmegaConf.structured(info.task.config_class)
-    task_cfg = OmegaConf.to_object(OmegaConf.merge(schema, meta["task_config"]))
+    try:
+        schema = OmegaConf.structured(info.task.config_class)
+        task_cfg = OmegaConf.to_object(OmegaConf.merge(schema, meta["task_config"]))
+    except (OmegaConfBaseException, TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"Checkpoint {source}: the task_config in its {META_FILE} is not a valid "
+            f"{meta['task']} config ({first_line(exc)}).",
+            hint="The checkpoint's task.json was changed or is for another task version.",
+        ) from None
     model = info.task.build_model(task_cfg, meta["artifacts"])
     load_weights(model, path)
     model.eval()

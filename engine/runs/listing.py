@@ -1,4 +1,9 @@
-"""``lepton runs``: the runs under a run root, one line each."""
+"""``lepton runs``: the runs under a run root, one line each.
+
+A run whose own record is damaged (``config.yaml`` or ``result.json`` that does not
+parse, a bad ``metrics.jsonl`` line before the last) is shown as ``damaged``, with a
+``problem`` naming the file and the line, rather than misread as interrupted.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.runs.layout import CONFIG_FILE, read_metrics, read_result
+from engine.errors import RunFileError
+from engine.runs.layout import CONFIG_FILE, load_result, read_config, read_metrics
+from engine.runs.lock import LOCK_FILE, live_owner
 from engine.runs.storage import Location
 
 
@@ -23,10 +30,21 @@ def _pid_alive(pid: int) -> bool:
 
 
 def run_status(run_dir: str | Path | Location) -> str:
-    """finished | failed | interrupted | running (a 'running' run whose driver is gone was interrupted)."""
-    result = read_result(run_dir) or {}
+    """finished | failed | interrupted | running | damaged (a 'running' run whose driver
+    is gone was interrupted; an unreadable ``result.json`` is damaged)."""
+    run_dir = Location.parse(run_dir)
+    try:
+        result = load_result(run_dir) or {}
+    except RunFileError:
+        return "damaged"
+    return _status_of(run_dir, result)
+
+
+def _status_of(run_dir: Location, result: dict[str, Any]) -> str:
     status = result.get("status", "interrupted")
     if status == "running":
+        if (run_dir / LOCK_FILE).is_file():  # the driver's lock tells best whether it lives
+            return "running" if live_owner(run_dir) is not None else "interrupted"
         same_host = result.get("host", socket.gethostname()) == socket.gethostname()
         pid = result.get("pid")
         if same_host and isinstance(pid, int) and not _pid_alive(pid):
@@ -34,22 +52,27 @@ def run_status(run_dir: str | Path | Location) -> str:
     return str(status)
 
 
-def _task_of(run_dir: Location) -> str:
-    import yaml
-
-    try:
-        cfg = yaml.safe_load((run_dir / CONFIG_FILE).read_text()) or {}
-        return str(cfg.get("task", {}).get("name", "?"))
-    except (OSError, yaml.YAMLError, AttributeError):
-        return "?"
+def _task_of(cfg: dict[str, Any]) -> str:
+    task = cfg.get("task")
+    return str(task.get("name", "?")) if isinstance(task, dict) else "?"
 
 
 def list_runs(root: str | Path | Location) -> list[dict[str, Any]]:
     root = Location.parse(root)
     runs = []
     for run_dir in [p for p in root.children() if (p / CONFIG_FILE).is_file()]:
-        rows = read_metrics(run_dir)
-        result = read_result(run_dir) or {}
+        problems: list[str] = []
+        try:
+            task = _task_of(read_config(run_dir))
+        except RunFileError as exc:
+            task = "?"
+            problems.append(exc.message)
+        try:
+            result = load_result(run_dir) or {}
+        except RunFileError as exc:
+            result = {}
+            problems.append(exc.message)
+        rows = read_metrics(run_dir, problems=problems)
         summary = result.get("summary") or {}
         metric, best = result.get("metric") or summary.get("metric"), summary.get("best_value")
         if best is None:
@@ -58,12 +81,13 @@ def list_runs(root: str | Path | Location) -> list[dict[str, Any]]:
             {
                 "name": run_dir.name,
                 "path": run_dir.uri,
-                "task": _task_of(run_dir),
-                "status": run_status(run_dir),
+                "task": task,
+                "status": "damaged" if problems else _status_of(run_dir, result),
                 "metric": metric,
                 "best": best,
                 "epochs": len(rows),
                 "age_s": round(time.time() - (run_dir / CONFIG_FILE).mtime(), 1),
+                "problem": "; ".join(problems) or None,
             }
         )
     return runs
@@ -91,6 +115,9 @@ def format_runs(runs: list[dict[str, Any]]) -> str:
         best = f"{r['metric']}={r['best']:.4f}" if r["best"] is not None else "-"
         table.append((r["name"], r["task"], r["status"], best, str(r["epochs"]), _age(r["age_s"])))
     widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    return "\n".join(
-        "  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in table
-    )
+    lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)).rstrip() for row in table]
+    damaged = [r for r in runs if r.get("problem")]
+    if damaged:
+        lines.append("")
+        lines += [f"{r['name']}: {r['problem']}" for r in damaged]
+    return "\n".join(lines)

@@ -12,7 +12,7 @@ import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -44,13 +44,17 @@ def local_copy(location: Location) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def cached_copy(location: Location, fingerprint: str) -> Path:
+def cached_copy(
+    location: Location, fingerprint: str, check: Callable[[Path], None] | None = None
+) -> Path:
     """A lasting local copy of an immutable remote directory (e.g. a checkpoint).
 
     ``fingerprint`` identifies the content (a checkpoint's ``task.json``): a cached copy
     is reused only when it was made from the same content. The copy is downloaded
     beside its final name and renamed into place, so a cut-short download is never
-    taken for a whole one.
+    taken for a whole one; ``check`` (which raises when the download is not what it
+    should be, e.g. a file's SHA-256 differs) runs on it before the rename, so a bad
+    download never enters the cache.
     """
     if location.is_local:
         return location.local_path
@@ -62,6 +66,8 @@ def cached_copy(location: Location, fingerprint: str) -> Path:
     staging = Path(tempfile.mkdtemp(prefix=".partial-", dir=target.parent))
     try:
         location.download(staging)
+        if check is not None:
+            check(staging)
         try:
             os.replace(staging, target)
         except OSError:  # another process won the race: use its copy

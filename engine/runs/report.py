@@ -13,17 +13,19 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CheckpointError
+from engine.errors import CheckpointError, RunFileError
 from engine.runs.checkpoint import META_FILE
 from engine.runs.layout import (
     CONFIG_FILE,
     EVAL_FILE,
+    best_checkpoint,
     display_epoch,
+    load_result,
+    read_config,
     read_json,
     read_metrics,
-    read_result,
 )
-from engine.runs.storage import Location
+from engine.runs.storage import Location, first_line
 
 REPORT_FILE = "report.md"
 REPORT_DIR = "report"
@@ -132,14 +134,19 @@ def write_report(run_dir: str | Path | Location) -> Location:
 
 
 def _write_report(run_dir: Location, local: Path) -> Location:
-    """Render from ``run_dir`` into the local directory ``local``."""
-    if not (run_dir / CONFIG_FILE).is_file():
-        raise CheckpointError(f"{run_dir} is not a run directory (no {CONFIG_FILE}).")
-    rows = read_metrics(run_dir)
+    """Render from ``run_dir`` into the local directory ``local``.
+
+    A damaged ``config.yaml`` or ``result.json`` is an error naming the file and line; a
+    bad ``metrics.jsonl`` line is a warning. The best checkpoint is the one inside
+    ``run_dir`` (wherever the run was copied or moved to).
+    """
+    config = read_config(run_dir)
+    rows = read_metrics(run_dir, warn_damage=True)
     if not rows:
         raise CheckpointError(f"Run {run_dir} has no finished epoch yet; nothing to report.")
-    result = read_result(run_dir) or {}
+    result = load_result(run_dir) or {}
     summary = result.get("summary") or {}
+    best_ckpt = best_checkpoint(run_dir, result)
     out = local / REPORT_DIR
     out.mkdir(parents=True, exist_ok=True)
     epochs = [int(r["epoch"]) + 1 for r in rows]
@@ -163,11 +170,10 @@ def _write_report(run_dir: Location, local: Path) -> Location:
     _bar_plot(out / "throughput.png", epochs, series("samples_per_s"))
     images.append(("Throughput", "throughput.png"))
 
-    best_ckpt = summary.get("best_checkpoint")
     meta: dict[str, Any] = {}
-    if best_ckpt and (Location.parse(best_ckpt) / META_FILE).is_file():
-        meta = read_json(Location.parse(best_ckpt) / META_FILE) or {}
-        evaluation = read_json(Location.parse(best_ckpt) / EVAL_FILE)
+    if best_ckpt is not None and (best_ckpt / META_FILE).is_file():
+        meta = read_json(best_ckpt / META_FILE) or {}
+        evaluation = read_json(best_ckpt / EVAL_FILE)
         if evaluation is not None:
             extras = evaluation.get("extras", {})
             if "confusion_matrix" in extras:
@@ -176,22 +182,31 @@ def _write_report(run_dir: Location, local: Path) -> Location:
                 )
                 images.append(("Confusion matrix", "confusion_matrix.png"))
 
-    text = _markdown(run_dir, rows, result, summary, meta, images)
+    try:
+        text = _markdown(run_dir, config, rows, result, summary, best_ckpt, meta, images)
+    except AttributeError as exc:  # OmegaConf's ConfigAttributeError: a key not in config.yaml
+        key = getattr(exc, "full_key", None) or first_line(exc)
+        raise RunFileError(
+            f"{run_dir / CONFIG_FILE} is damaged: it has no {key}, which every run's config has.",
+            hint=f"Fix or restore {CONFIG_FILE} (e.g. from a copy of the run).",
+        ) from None
     (local / REPORT_FILE).write_text(text, encoding="utf-8")
     return run_dir / REPORT_FILE
 
 
 def _markdown(
     run_dir: Location,
+    config: dict[str, Any],
     rows: list[dict[str, Any]],
     result: dict[str, Any],
     summary: dict[str, Any],
+    best_ckpt: Location | None,
     meta: dict[str, Any],
     images: list[tuple[str, str]],
 ) -> str:
     from omegaconf import OmegaConf
 
-    cfg = OmegaConf.create((run_dir / CONFIG_FILE).read_text())
+    cfg = OmegaConf.create(config)
     steady = [r["samples_per_s"] for r in rows[1:]] or [rows[0]["samples_per_s"]]
     metric = summary.get("metric") or "-"
     best = summary.get("best_value")
@@ -214,7 +229,7 @@ def _markdown(
         f"| Epochs done | {len(rows)} |",
         f"| Wall time | {result.get('wall_s', '?')} s |",
         f"| Throughput | {sum(steady) / len(steady):.0f} samples/s (mean over epochs after the first) |",
-        f"| Best checkpoint | `{summary.get('best_checkpoint') or '-'}` |",
+        f"| Best checkpoint | `{best_ckpt or '-'}` |",
         "",
         "## Per epoch",
         "",
@@ -241,3 +256,15 @@ def _markdown(
     for title, name in images:
         lines += [f"## {title}", "", f"![{title}]({REPORT_DIR}/{name})", ""]
     return "\n".join(lines)
+
+
+def copy_report(report: Location, output: str | Path | Location) -> Location:
+    """Copy a run's ``report.md`` to ``output``, its plot links pointing into the run.
+
+    The caller checks ``output`` first (:func:`engine.runs.outputs.check_output_path`).
+    """
+    target = Location.parse(output)
+    plots = report.parent / REPORT_DIR
+    text = report.read_text().replace(f"]({REPORT_DIR}/", f"]({plots.uri}/")
+    target.write_text(text)
+    return target

@@ -26,6 +26,7 @@ Local copies of a location's files (for one block, or cached for good) are made 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from functools import lru_cache
@@ -320,6 +321,23 @@ class Location:
             return
         if self.exists():
             self._fs.delete_dir(self._path)
+
+    def delete_file(self) -> None:
+        """Remove this file; nothing happens when it is already gone."""
+        if self.scheme is None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)
+            return
+        try:
+            self._fs.delete_file(self._path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            if not self.exists():
+                return
+            raise StorageError(
+                f"Cannot delete {self.uri}: {first_line(exc)}", hint=_access_hint(self.scheme)
+            ) from None
 
     # -- moving whole directories -----------------------------------------------------
 

@@ -93,20 +93,22 @@ def render(name: str) -> dict[Path, str]:
     return files
 
 
-def new_plugin(name: str, directory: Path | None = None) -> Path:
+def new_plugin(name: str, directory: Path | None = None, *, force: bool = False) -> Path:
     """Write plugin ``name`` into ``directory`` (default ``./lepton-NAME``); returns it.
 
     Raises :class:`ScaffoldError` for an invalid or taken name, or a target that is a
-    file or a non-empty directory.
+    file or (unless ``force``) a non-empty directory. With ``force`` the template's files
+    are written over files of the same name; nothing else in the directory is touched.
     """
     check_name(name)
     target = (directory or Path.cwd() / placeholders(name)["{{dist}}"]).expanduser().resolve()
     if target.exists() and not target.is_dir():
         raise ScaffoldError(f"{target} exists and is not a directory.")
-    if target.is_dir() and any(target.iterdir()):
+    if target.is_dir() and any(target.iterdir()) and not force:
         raise ScaffoldError(
             f"{target} is not empty; refusing to write the plugin over its files.",
-            hint="Choose a new or empty directory with --dir.",
+            hint="Choose a new or empty directory with --dir, or pass --force to write the "
+            "template's files over it (other files stay).",
         )
     files = render(name)
     created = not target.exists()

@@ -23,7 +23,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         "--dir",
         type=Path,
         default=None,
-        help="directory to create (must be new or empty; default ./lepton-NAME)",
+        help="directory to create (must be new or empty unless --force; default ./lepton-NAME)",
+    )
+    new.add_argument(
+        "--force",
+        action="store_true",
+        help="write into a non-empty --dir: the template's files replace files of the same "
+        "name, nothing else is touched",
     )
     return parser
 
@@ -31,6 +37,6 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 def run(args: argparse.Namespace) -> int:
     from engine.scaffold.plugin import new_plugin, next_steps
 
-    target = new_plugin(args.name, args.dir)
+    target = new_plugin(args.name, args.dir, force=args.force)
     print(next_steps(args.name, target))
     return 0

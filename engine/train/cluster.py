@@ -1,7 +1,8 @@
 """Getting a Ray cluster for a command, and checking the job fits it before starting.
 
 No address (and no ``RAY_ADDRESS``): an embedded local cluster is started for the
-command and stopped after it. With an address, the command joins that cluster
+command and stopped after it, bound to loopback, its session directory removed at the
+end (:mod:`engine.train.embedded`). With an address, the command joins that cluster
 (token authentication is Ray's: ``RAY_AUTH_MODE=token`` and the token in the
 environment). A cluster already initialised in this process (tests) is reused.
 """
@@ -19,6 +20,7 @@ from pathlib import Path
 from engine.config.schema import ScalingConfig
 from engine.errors import ClusterError
 from engine.runs.storage import Location, first_line
+from engine.train.embedded import LOOPBACK, init_kwargs, loopback_only, remove_session
 
 
 @dataclass
@@ -31,18 +33,36 @@ class ClusterResources:
     hosts: int = 1  # distinct node addresses: nodes on one machine share a filesystem
 
 
+@dataclass
+class Cluster:
+    """The Ray cluster a command runs on, as :func:`ray_cluster` got it."""
+
+    #: This command connected to Ray (started or joined) and disconnects at the end; False
+    #: for a cluster initialised before (tests), which is left as it was found.
+    owned: bool = False
+    #: Started by this command on this machine: its workers share this process's disk.
+    embedded: bool = False
+    #: The embedded cluster's session directory, removed at the end.
+    session_dir: Path | None = None
+    #: Set by the driver when the run failed: the session's logs are copied there first.
+    keep_logs_in: Path | None = None
+
+
 @contextmanager
-def ray_cluster(address: str | None) -> Iterator[None]:
+def ray_cluster(address: str | None) -> Iterator[Cluster]:
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if not address:
+        loopback_only()  # before `import ray`: Ray reads the switch at import
     import ray
 
     if ray.is_initialized():
-        yield
+        yield Cluster()
         return
-    address = address or os.environ.get("RAY_ADDRESS") or None
     prepare_worker_environment()
     kwargs = dict(logging_level=logging.WARNING, log_to_driver=True, configure_logging=True)
     # Ray Train's print patch would echo every worker line twice through its logger.
     os.environ.setdefault("RAY_TRAIN_ENABLE_PRINT_PATCH", "0")
+    cluster = Cluster(owned=True, embedded=not address)
     try:
         if address:
             ray.init(address=address, **kwargs)  # type: ignore[arg-type]
@@ -58,17 +78,33 @@ def ray_cluster(address: str | None) -> Iterator[None]:
             logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(
                 logging.ERROR
             )
-            ray.init(num_cpus=os.cpu_count() or 1, **kwargs)  # type: ignore[arg-type]
+            context = ray.init(**init_kwargs(os.cpu_count() or 1), **kwargs)  # type: ignore[arg-type]
+            # ray.init returns a RayContext here (a local cluster, not a Ray Client one).
+            info = getattr(context, "address_info", {})
+            cluster.session_dir = Path(info["session_dir"]) if info.get("session_dir") else None
+            if info.get("node_ip_address") != LOOPBACK:  # `ray` was imported too early
+                logging.getLogger(__name__).warning(
+                    "The embedded Ray cluster listens on %s, not only on %s: ray was imported "
+                    "before it started (see engine/train/embedded.py).",
+                    info.get("node_ip_address"),
+                    LOOPBACK,
+                )
     except ConnectionError as exc:
         raise ClusterError(
             f"Cannot connect to the Ray cluster at {address}: {exc}",
             hint="Check the address (ray status), and for a token-authenticated cluster set "
             "RAY_AUTH_MODE=token and RAY_AUTH_TOKEN (or RAY_AUTH_TOKEN_PATH).",
         ) from None
-    try:
-        yield
-    finally:
+    except BaseException:  # stopped part-way (Ctrl-C): end what had started
         ray.shutdown()
+        raise
+    try:
+        yield cluster
+    finally:
+        # Waiting for Ray's processes to end lets nothing write into the session dir after.
+        ray.shutdown(wait_for_processes=cluster.session_dir is not None)
+        if cluster.session_dir is not None:
+            remove_session(cluster.session_dir, cluster.keep_logs_in)
 
 
 def prepare_worker_environment() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import time
@@ -10,7 +11,7 @@ from typing import Any
 
 from engine.config.load import checkpoint_metric
 from engine.config.schema import LeptonConfig
-from engine.errors import CheckpointError, LeptonError, TrainingFailed
+from engine.errors import CheckpointError, LeptonError, RunInterrupted, TrainingFailed
 from engine.runs.layout import (
     CONFIG_FILE,
     RESULT_FILE,
@@ -20,8 +21,11 @@ from engine.runs.layout import (
     summarize,
     write_json_atomic,
 )
-from engine.runs.storage import Location
+from engine.runs.lock import LOCK_FILE, hold_run
+from engine.runs.storage import Location, first_line
 from engine.task import TaskInfo
+from engine.train.embedded import RAY_LOGS_DIR
+from engine.train.interrupts import Interrupt, InterruptGuard, resume_command
 
 
 def resolve_run_dir(cfg: LeptonConfig) -> Location:
@@ -39,7 +43,8 @@ def resolve_run_dir(cfg: LeptonConfig) -> Location:
         run_dir = previous
     else:
         run_dir = root / new_run_name(cfg.task_name)
-    started = run_dir.children()
+    # driver.lock alone is not a started run: a live owner is named once the lock is tried.
+    started = [p for p in run_dir.children() if p.name != LOCK_FILE]
     if cfg.resume and not started:
         raise CheckpointError(
             f"resume=true but run {run_dir} does not exist.",
@@ -82,6 +87,21 @@ def train(
     callbacks: Sequence[Any] = (),
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
+    run_dir = resolve_run_dir(cfg)
+    # One live driver per run: the lock comes before anything is written into the run.
+    with hold_run(run_dir, resume=cfg.resume, echo=echo):
+        return _train_in(run_dir, cfg, info, config_yaml, callbacks=callbacks, echo=echo)
+
+
+def _train_in(
+    run_dir: Location,
+    cfg: LeptonConfig,
+    info: TaskInfo,
+    config_yaml: str,
+    *,
+    callbacks: Sequence[Any],
+    echo: Callable[[str], None],
+) -> RunSummary:
     from engine.train.cluster import (
         check_fits,
         check_nodes_reach_storage,
@@ -93,7 +113,6 @@ def train(
     from engine.train.progress import DriverProgress
     from engine.train.trainer import build_trainer
 
-    run_dir = resolve_run_dir(cfg)
     metric, mode = checkpoint_metric(cfg, info)
     if cfg.resume:
         previous = read_result(run_dir)
@@ -120,50 +139,101 @@ def train(
         f"Training {info.task.name} in {run_dir} "
         f"({cfg.scaling.num_workers} worker(s), {'GPU' if cfg.scaling.use_gpu else 'CPU'})"
     )
-    import ray
+    from engine.train.worker_context import remove_orphan_checkpoint_dirs
 
-    # An embedded cluster's workers share this process's disk and environment.
-    embedded = not (ray.is_initialized() or cfg.ray.address or os.environ.get("RAY_ADDRESS"))
-    try:
-        with ray_cluster(cfg.ray.address):
-            resources = cluster_resources()
-            check_fits(cfg.scaling, resources)
-            check_storage(run_dir.parent, cfg.run.shared_fs, resources)
-            if not embedded and (resources.hosts > 1 or not run_dir.is_local):
-                check_nodes_reach_storage(run_dir)
-            trainer = build_trainer(cfg, spec, run_dir)
-            with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
-                trainer.fit()
-    except KeyboardInterrupt:
-        _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode)
-        raise
-    except LeptonError:
-        _write_status(run_dir, "failed", started=started, metric=metric, mode=mode)
-        raise
-    except Exception as exc:
-        _write_status(
-            run_dir,
-            "failed",
-            started=started,
-            metric=metric,
-            mode=mode,
-            error=str(exc).splitlines()[0],
-        )
-        cause = _worker_error(exc)
-        if isinstance(cause, LeptonError):
-            raise cause from None
-        detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
-        raise TrainingFailed(
-            f"Training failed: {detail.strip().splitlines()[0] if detail.strip() else detail}",
-            hint=f"Checkpoints so far are in {run_dir}; rerun with run.name={run_dir.name} resume=true "
-            "to continue from the newest one.",
-        ) from exc
+    # The first SIGINT/SIGTERM stops the run (see engine/train/interrupts.py); a second
+    # one, also while the interrupted run is being recorded below, exits at once.
+    with InterruptGuard() as guard:
+        try:
+            guard.arm()  # a cluster starting up is stopped too
+            with ray_cluster(cfg.ray.address) as cluster:
+                if cluster.owned:  # again: ray.init installs its own SIGTERM handler
+                    guard.arm()
+                else:  # the caller's cluster, which this cannot shut down: Train's handling
+                    guard.disarm()
+                resources = cluster_resources()
+                check_fits(cfg.scaling, resources)
+                check_storage(run_dir.parent, cfg.run.shared_fs, resources)
+                # An embedded cluster's workers share this process's disk and environment.
+                if not cluster.embedded and (resources.hosts > 1 or not run_dir.is_local):
+                    check_nodes_reach_storage(run_dir)
+                trainer = build_trainer(cfg, spec, run_dir)
+                with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
+                    try:
+                        guard.run(trainer.fit)
+                    except Exception:
+                        if run_dir.is_local:  # the embedded cluster's logs outlive it here
+                            cluster.keep_logs_in = run_dir.local_path / RAY_LOGS_DIR
+                        raise
+        except Interrupt as stop:  # the workers ended with the cluster (ray.shutdown)
+            raise _interrupted(run_dir, cfg, stop, started, metric, mode) from None
+        except (KeyboardInterrupt, SystemExit):  # a cluster of the caller's: Train's own handler
+            _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode)
+            raise
+        except LeptonError:
+            _write_status(run_dir, "failed", started=started, metric=metric, mode=mode)
+            raise
+        except Exception as exc:
+            _write_status(
+                run_dir,
+                "failed",
+                started=started,
+                metric=metric,
+                mode=mode,
+                error=str(exc).splitlines()[0],
+            )
+            cause = _worker_error(exc)
+            if isinstance(cause, LeptonError):
+                raise cause from None
+            detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+            raise TrainingFailed(
+                f"Training failed: {detail.strip().splitlines()[0] if detail.strip() else detail}",
+                hint=f"Checkpoints so far are in {run_dir}; rerun with run.name={run_dir.name} resume=true "
+                "to continue from the newest one.",
+            ) from exc
+        finally:
+            # Workers killed hard never remove their temporary checkpoint dirs.
+            remove_orphan_checkpoint_dirs(run_dir.name)
 
     summary = summarize(run_dir, metric, mode, "finished")
     _write_status(
         run_dir, "finished", started=started, metric=metric, mode=mode, summary=summary.as_dict()
     )
     return summary
+
+
+def _interrupted(
+    run_dir: Location,
+    cfg: LeptonConfig,
+    stop: Interrupt,
+    started: float,
+    metric: str,
+    mode: str,
+) -> RunInterrupted:
+    """Record a run stopped by a signal: ``result.json`` (status ``interrupted``, when, the
+    best checkpoint so far) and, after a finished epoch, ``report.md``; then the error
+    that says how to resume it."""
+    from engine.runs.layout import read_metrics
+
+    rows = read_metrics(run_dir)
+    extra: dict[str, Any] = {"interrupted_at": time.time(), "signal": stop.name}
+    with contextlib.suppress(LeptonError, OSError, ValueError):
+        extra["summary"] = summarize(run_dir, metric, mode, "interrupted").as_dict()
+    _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode, **extra)
+    report = ""
+    if rows and cfg.run.report:
+        from engine.runs.report import write_report
+
+        try:
+            report = f"; report: {write_report(run_dir)}"
+        except (LeptonError, OSError) as exc:  # the run's record above is what counts
+            report = f"; no report ({first_line(exc)})"
+    return RunInterrupted(
+        f"{stop.name} after {len(rows)} of {cfg.trainer.epochs} epoch(s); run {run_dir} is "
+        f"marked interrupted{report}",
+        hint=f"To resume: {resume_command(run_dir.name)}",
+        signum=stop.signum,
+    )
 
 
 def _write_status(run_dir: Location, status: str, *, started: float, **extra: Any) -> None:

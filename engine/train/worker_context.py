@@ -7,8 +7,11 @@ debugging (:class:`LocalContext`).
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import logging
+import os
+import re
 import shutil
 import tempfile
 import time
@@ -97,6 +100,7 @@ class RayContext(WorkerContext):
 
         _quiet_report_log()
         ctx = ray.train.get_context()
+        _tag_checkpoint_dirs(ctx.get_experiment_name())  # the run's name (RunConfig.name)
         self.world_rank = ctx.get_world_rank()
         self.world_size = ctx.get_world_size()
         self.local_rank = ctx.get_local_rank()
@@ -176,10 +180,62 @@ def _warnings_only(record: Any) -> bool:
     return bool(record.levelno >= logging.WARNING)
 
 
+#: Temporary checkpoint dirs are ``lepton-ckpt-<run>-<pid>-<random>`` in the temp dir.
+CHECKPOINT_TMP_PREFIX = "lepton-ckpt-"
+_run_tag = "local"
+
+
+def _tag_checkpoint_dirs(run_name: str) -> None:
+    """Name this worker's temporary checkpoint dirs after its run (set once per worker)."""
+    global _run_tag
+    _run_tag = _safe_tag(run_name)
+
+
+def _safe_tag(run_name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.]+", "_", run_name)[:80] or "run"
+
+
 @contextmanager
 def temporary_checkpoint_dir() -> Iterator[str]:
-    path = tempfile.mkdtemp(prefix="lepton-ckpt-")
+    """A temp dir for one checkpoint, removed afterwards.
+
+    A worker killed hard (the driver interrupted, the worker group torn down) never
+    runs the ``finally``, and the dir is as large as the model; its name carries the
+    run and the creating process, so :func:`remove_orphan_checkpoint_dirs` can find it.
+    """
+    path = tempfile.mkdtemp(prefix=f"{CHECKPOINT_TMP_PREFIX}{_run_tag}-{os.getpid()}-")
     try:
         yield path
     finally:
         shutil.rmtree(path, ignore_errors=True)
+
+
+def remove_orphan_checkpoint_dirs(run_name: str, temp_dir: str | Path | None = None) -> list[Path]:
+    """Remove the temporary checkpoint dirs of ``run_name`` whose process is gone.
+
+    Only dirs of this run's name, and only those whose creating process no longer runs
+    on this machine: a live worker (of this run on a shared cluster, or another run of
+    the same name elsewhere) keeps its dir. Returns the dirs removed.
+    """
+    root = Path(temp_dir or tempfile.gettempdir())
+    pattern = re.compile(
+        re.escape(f"{CHECKPOINT_TMP_PREFIX}{_safe_tag(run_name)}-") + r"(\d+)-[^-]+"
+    )
+    removed = []
+    with contextlib.suppress(OSError):
+        for path in root.iterdir():
+            match = pattern.fullmatch(path.name)
+            if match and path.is_dir() and not _process_alive(int(match.group(1))):
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+    return removed
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's live process
+        return True
+    return True

@@ -49,6 +49,9 @@ class NLPDataConfig:
     max_train_samples: int | None = None
     #: Rows of the embedded demo data (format=synthetic).
     synthetic_size: int = 4000
+    #: Label cells reading NaN, nan, NA, N/A, null or None (any case) are missing labels
+    #: (their rows dropped and counted, like empty cells); true keeps them as a class.
+    keep_na_labels: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:

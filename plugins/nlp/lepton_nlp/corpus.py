@@ -1,8 +1,11 @@
 """From the configured source to clean train/validation examples and label names.
 
 Rows with an empty text or no label are dropped *and counted*: the counts go into
-the report (printed, and kept in the checkpoint artifacts). A label column with one
-class, or validation labels that training never saw, are errors before training.
+the report (printed, and kept in the checkpoint artifacts). A label cell that reads
+``NaN``, ``nan``, ``NA``, ``N/A``, ``null`` or ``None`` (what pandas, Excel or a
+``str(None)`` wrote for a missing value) is a missing label too, counted apart, unless
+``task.data.keep_na_labels=true`` makes it a class. A label column with one class, or
+validation labels that training never saw, are errors before training.
 """
 
 from __future__ import annotations
@@ -14,11 +17,13 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import DataError
+from engine.errors import DataError, clip, clip_repr
 from lepton_nlp.config import NLPDataConfig
 from lepton_nlp.readers import Columns, RawTable, read_source
 
 SYNTHETIC_SOURCE = "the embedded demo tickets (task.data.format=synthetic)"
+#: Label cells that mean "no value" (compared stripped and lower-cased).
+NA_LABELS = frozenset({"nan", "na", "n/a", "null", "none", "<na>", "#n/a"})
 
 
 @dataclass
@@ -44,28 +49,40 @@ def _is_missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def label_value(value: Any) -> str | None:
-    """A label as its name; ``None`` when missing (None, NaN, empty string)."""
+def label_value(value: Any, keep_na: bool = False) -> str | None:
+    """A label as its name; ``None`` when missing (None, NaN, empty string, and unless
+    ``keep_na`` a cell that reads like a missing value: :data:`NA_LABELS`)."""
     if _is_missing(value):
         return None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     text = str(value).strip()
+    if not keep_na and text.lower() in NA_LABELS:
+        return None
     return text or None
+
+
+def is_na_label(value: Any) -> bool:
+    """A cell whose text reads like a missing value (``NaN``, ``null``, ...)."""
+    return isinstance(value, str) and value.strip().lower() in NA_LABELS
 
 
 def text_value(value: Any) -> str:
     return "" if _is_missing(value) else str(value).strip()
 
 
-def clean(table: RawTable, cols: Columns) -> tuple[Examples, dict[str, Any]]:
+def clean(table: RawTable, cols: Columns, keep_na: bool = False) -> tuple[Examples, dict[str, Any]]:
     """Drop (and count) rows whose text is empty or whose label is missing."""
     texts, labels = [], []
     empty_text = missing_label = 0
+    na_seen: dict[str, int] = {}
     for raw_text, raw_label in zip(table.texts, table.labels, strict=True):
-        text, label = text_value(raw_text), label_value(raw_label)
+        text, label = text_value(raw_text), label_value(raw_label, keep_na)
         empty_text += not text
         missing_label += label is None
+        if label is None and is_na_label(raw_label):
+            cell = raw_label.strip()
+            na_seen[cell] = na_seen.get(cell, 0) + 1
         if text and label is not None:
             texts.append(text)
             labels.append(label)
@@ -77,6 +94,9 @@ def clean(table: RawTable, cols: Columns) -> tuple[Examples, dict[str, Any]]:
         "kept": len(texts),
         "empty_text": empty_text,
         "missing_label": missing_label,
+        #: Of the missing labels, cells reading NaN, null, ... (each spelling, counted).
+        "na_label": sum(na_seen.values()),
+        "na_values": dict(sorted(na_seen.items(), key=lambda kv: -kv[1])[:8]),
     }
     return Examples(texts, labels), counts
 
@@ -91,7 +111,17 @@ def describe(counts: dict[str, Any]) -> str:
             f"; dropped {dropped}: {counts['empty_text']} with empty text (column {text_col!r}), "
             f"{counts['missing_label']} with no label (column {label_col!r})"
         )
+    if counts.get("na_label"):
+        line += (
+            f"; {counts['na_label']} of the missing labels are cells reading {_spellings(counts)} "
+            "(task.data.keep_na_labels=true keeps them as a class)"
+        )
     return line
+
+
+def _spellings(counts: dict[str, Any]) -> str:
+    """``3 'NaN', 1 'null'``: how the NaN-like label cells were written, and how often."""
+    return ", ".join(f"{n} {v!r}" for v, n in counts.get("na_values", {}).items())
 
 
 def _natural_key(name: str) -> tuple[int, float, str]:
@@ -181,10 +211,10 @@ def load_corpus(
     training rows): scoring a trained model on new data.
     """
     train_table, val_table, cols = _read(cfg)
-    train, train_counts = clean(train_table, cols)
+    train, train_counts = clean(train_table, cols, cfg.keep_na_labels)
     report: dict[str, Any] = {"train": train_counts}
     if val_table is not None:
-        val, val_counts = clean(val_table, cols)
+        val, val_counts = clean(val_table, cols, cfg.keep_na_labels)
         report["val"] = val_counts
         report["val_from"] = "file"
     elif all_for_val:
@@ -219,12 +249,16 @@ def _classes(table: RawTable, train: Examples, counts: dict[str, Any], cols: Col
     if table.label_names:  # a declared order (HF ClassLabel) wins
         classes = [n for n in table.label_names if n in present]
     if len(classes) < 2:
-        found = f"a single class ({classes[0]!r})" if classes else "no labelled rows"
+        found = f"a single class ({clip_repr(classes[0])})" if classes else "no labelled rows"
+        na = counts.get("na_label", 0)
         raise DataError(
             f"{table.source}: label column {cols.label!r} (task.data.label_column) holds "
             f"{found} after dropping {counts['rows'] - counts['kept']} of {counts['rows']} "
-            "rows; classification needs at least 2 classes.",
-            hint="Check task.data.label_column and the file's labels.",
+            "rows"
+            + (f" ({na} of them label cells reading {_spellings(counts)})" if na else "")
+            + "; classification needs at least 2 classes.",
+            hint="Check task.data.label_column and the file's labels"
+            + ("; task.data.keep_na_labels=true keeps NaN-like labels as a class." if na else "."),
         )
     return classes
 
@@ -234,10 +268,12 @@ def _check_known(
 ) -> None:
     unseen = sorted(set(labels) - set(classes), key=_natural_key)
     if unseen:
-        shown = ", ".join(map(repr, unseen[:10])) + (" ..." if len(unseen) > 10 else "")
+        shown = ", ".join(clip_repr(u, 60) for u in unseen[:10])
+        shown += f" and {len(unseen) - 10} more" if len(unseen) > 10 else ""
+        known_list = ", ".join(clip(c, 60) for c in classes[:20])
         raise DataError(
-            f"{source}: label column {cols.label!r} has labels not among {known}: {shown}.",
-            hint=f"Known labels: {', '.join(classes[:20])}{' ...' if len(classes) > 20 else ''}.",
+            f"{source}: label column {cols.label!r} has labels not among {known}: {clip(shown)}.",
+            hint=f"Known labels: {clip(known_list)}{' ...' if len(classes) > 20 else ''}.",
         )
 
 
@@ -248,6 +284,7 @@ def report_lines(corpus: Corpus) -> list[str]:
         lines.append(describe(corpus.report["val"]))
     lines.append(
         f"{len(corpus.train)} train / {len(corpus.val)} val rows, {len(corpus.label_names)} "
-        f"classes: {', '.join(corpus.label_names[:10])}{' ...' if len(corpus.label_names) > 10 else ''}"
+        f"classes: {clip(', '.join(clip(n, 60) for n in corpus.label_names[:10]))}"
+        f"{' ...' if len(corpus.label_names) > 10 else ''}"
     )
     return lines

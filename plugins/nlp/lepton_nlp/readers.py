@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError
+from engine.errors import DataError, clip, clip_repr
 
 
 @dataclass
@@ -36,10 +36,16 @@ class Columns:
     key: str
 
 
+def column_list(columns: list[Any]) -> str:
+    """The columns of a file for a message: each, and the whole list, cut to a readable
+    length (a header line can be megabytes long)."""
+    return clip(", ".join(clip(c, 60) for c in columns)) or "none"
+
+
 def _missing_column(source: str, column: str, role: str, available: list[str]) -> DataError:
     return DataError(
-        f"{source} has no column {column!r} (task.data.{role}_column).",
-        hint=f"Columns in {source}: {', '.join(map(str, available)) or 'none'}. "
+        f"{source} has no column {clip_repr(column)} (task.data.{role}_column).",
+        hint=f"Columns in {source}: {column_list(available)}. "
         f"Set task.data.{role}_column=<one of them>.",
     )
 
@@ -85,7 +91,7 @@ def read_csv(path: Path, cols: Columns) -> RawTable:
         raise DataError(f"Data file {path} ({cols.key}) has no header and no rows.") from None
     except pd.errors.ParserError as exc:
         first = str(exc).strip().splitlines()[0]
-        raise DataError(f"Data file {path} is not valid CSV: {first}") from None
+        raise DataError(f"Data file {path} is not valid CSV: {clip(first)}") from None
     _check_columns(str(path), cols, [str(c) for c in frame.columns])
     if len(frame) == 0:
         raise DataError(f"Data file {path} ({cols.key}) has a header but no rows.")
@@ -105,7 +111,9 @@ def read_jsonl(path: Path, cols: Columns) -> RawTable:
                 try:
                     row = json.loads(line)
                 except ValueError as exc:
-                    raise DataError(f"{path}, line {number}: not valid JSON ({exc}).") from None
+                    raise DataError(
+                        f"{path}, line {number}: not valid JSON ({clip(exc)})."
+                    ) from None
                 if not isinstance(row, dict):
                     raise DataError(
                         f"{path}, line {number}: expected a JSON object per line, "
@@ -130,7 +138,7 @@ def read_parquet(path: Path, cols: Columns) -> RawTable:
     try:
         schema = pq.read_schema(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"Data file {path} is not a Parquet file: {exc}") from None
+        raise DataError(f"Data file {path} is not a Parquet file: {clip(exc)}") from None
     _check_columns(str(path), cols, list(schema.names))
     table = pq.read_table(path, columns=[cols.text, cols.label])
     if table.num_rows == 0:
@@ -161,11 +169,11 @@ def read_hf_disk(path: Path, cols: Columns) -> dict[str, RawTable]:
         loaded = datasets.load_from_disk(str(path))
     except (FileNotFoundError, ValueError, OSError) as exc:
         first = str(exc).strip().splitlines()[0]
-        raise DataError(f"Cannot load {path} with datasets.load_from_disk: {first}") from None
+        raise DataError(f"Cannot load {path} with datasets.load_from_disk: {clip(first)}") from None
     if isinstance(loaded, datasets.DatasetDict):
         if "train" not in loaded:
             raise DataError(
-                f"{path} holds splits {', '.join(loaded)} but no 'train' split.",
+                f"{path} holds splits {column_list(list(loaded))} but no 'train' split.",
                 hint="Save a DatasetDict with a 'train' split, or a single Dataset.",
             )
         splits = {"train": loaded["train"]}
@@ -250,8 +258,8 @@ def iter_texts(path: Path, text_column: str, fallback_format: str) -> Iterator[t
 
 def _input_column_error(path: Path, column: str, available: list[str]) -> DataError:
     return DataError(
-        f"{path} has no column {column!r} (task.data.text_column).",
-        hint=f"Columns in {path}: {', '.join(available) or 'none'}. "
+        f"{path} has no column {clip_repr(column)} (task.data.text_column).",
+        hint=f"Columns in {path}: {column_list(available)}. "
         f"Pass task.data.text_column=<one of them>.",
     )
 
@@ -275,7 +283,8 @@ def _iter_csv(path: Path, column: str) -> Iterator[tuple[str, str]]:
     except pd.errors.EmptyDataError:
         raise DataError(f"{path} has no header and no rows.") from None
     except pd.errors.ParserError as exc:
-        raise DataError(f"{path} is not valid CSV: {str(exc).strip().splitlines()[0]}") from None
+        first = str(exc).strip().splitlines()[0]
+        raise DataError(f"{path} is not valid CSV: {clip(first)}") from None
 
 
 def _iter_jsonl(path: Path, column: str) -> Iterator[tuple[str, str]]:
@@ -287,10 +296,10 @@ def _iter_jsonl(path: Path, column: str) -> Iterator[tuple[str, str]]:
             try:
                 item = json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{path}, line {number}: not valid JSON ({exc}).") from None
+                raise DataError(f"{path}, line {number}: not valid JSON ({clip(exc)}).") from None
             if not isinstance(item, dict) or column not in item:
                 raise DataError(
-                    f"{path}, line {number}: no {column!r} key (task.data.text_column).",
+                    f"{path}, line {number}: no {clip_repr(column)} key (task.data.text_column).",
                     hint="Each line must be a JSON object holding the text column.",
                 )
             text = item[column]
@@ -305,7 +314,7 @@ def _iter_parquet(path: Path, column: str) -> Iterator[tuple[str, str]]:
     try:
         file = pq.ParquetFile(path)
     except (pa.ArrowInvalid, OSError) as exc:
-        raise DataError(f"{path} is not a Parquet file: {exc}") from None
+        raise DataError(f"{path} is not a Parquet file: {clip(exc)}") from None
     names = list(file.schema_arrow.names)
     if column not in names:
         raise _input_column_error(path, column, names)

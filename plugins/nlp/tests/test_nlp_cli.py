@@ -90,7 +90,13 @@ def test_default_demo_trains_with_two_workers_and_reloads_elsewhere(tmp_path: Pa
     ]
     # A fresh interpreter: nothing from training is in memory there.
     reload = subprocess.run(
-        [sys.executable, "-c", PREDICT_SCRIPT, summary["best_checkpoint"], json.dumps(texts)],
+        [
+            sys.executable,
+            "-c",
+            PREDICT_SCRIPT,
+            str(run_dir / summary["best_checkpoint"]),  # named inside the run
+            json.dumps(texts),
+        ],
         cwd=ROOT,
         capture_output=True,
         text=True,

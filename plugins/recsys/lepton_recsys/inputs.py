@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from engine.errors import DataError
+from engine.errors import DataError, clip, clip_repr
 from lepton_recsys.config import RecsysConfig
 
 
@@ -37,7 +37,7 @@ def _jsonl(path: Path) -> Iterator[tuple[str, Any]]:
             try:
                 request = json.loads(line)
             except ValueError as exc:
-                raise DataError(f"{path}, line {number}: not JSON ({exc}).") from None
+                raise DataError(f"{path}, line {number}: not JSON ({clip(exc)}).") from None
             ident = str(number)
             if isinstance(request, dict) and "id" in request:
                 request = dict(request)
@@ -52,11 +52,11 @@ def _table(path: Path, column: str) -> Iterator[tuple[str, Any]]:
         parquet = path.suffix.lower() == ".parquet"
         frame = pd.read_parquet(path) if parquet else pd.read_csv(path)
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {path}: {exc}") from None
+        raise DataError(f"Cannot read {path}: {clip(exc)}") from None
     if column not in frame.columns:
         raise DataError(
-            f"{path} has no column {column!r} (task.data.user_column).",
-            hint=f"Its columns are: {', '.join(map(str, frame.columns))}.",
+            f"{path} has no column {clip_repr(column)} (task.data.user_column).",
+            hint=f"Its columns are: {clip(', '.join(clip(c, 60) for c in frame.columns))}.",
         )
     for number, value in enumerate(frame[column].tolist(), start=1):
         yield str(number), value

@@ -5,7 +5,12 @@ Formats: ``synthetic`` (generated, see :mod:`lepton_recsys.synthetic`), ``moviel
 ``ratings.csv`` with header ``userId,movieId,rating,timestamp``; found by file name,
 then by content, in the given file or directory), ``csv`` and ``parquet`` (columns
 from ``task.data.<role>_column``). Every problem is a :class:`DataError` that names the
-file and the column.
+file and the column; a value quoted from the file is cut to a readable length.
+
+Ids (user and item) are checked in the driver, before Ray starts (:func:`check_ids`,
+reading just those two columns): a NaN or empty id, a negative one or a number that is
+not whole is refused, naming the first rows and the count. The workers' reader applies
+the same rules.
 """
 
 from __future__ import annotations
@@ -17,12 +22,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from engine.errors import DataError
+from engine.errors import DataError, clip, clip_repr
 from lepton_recsys.config import RecsysDataConfig
 
 #: MovieLens layouts, in the order a directory is searched.
 MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
 _ML_COLUMNS = ["user", "item", "rating", "timestamp"]
+#: Id cells that mean "no value" in a text column (read_csv turns most into NaN already).
+NA_IDS = frozenset({"", "nan", "na", "n/a", "null", "none", "<na>", "#n/a"})
+#: Rows named per problem in a message (the count is always given).
+SHOWN_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -84,7 +93,7 @@ def _movielens_kind(path: Path) -> str:
     if len(first.split("\t")) == 4:
         return "u.data"
     raise DataError(
-        f"{path} is not a MovieLens ratings file: its first line is {first[:80]!r}.",
+        f"{path} is not a MovieLens ratings file: its first line is {clip_repr(first)}.",
         hint="Expected u.data (user<TAB>item<TAB>rating<TAB>timestamp), ratings.dat "
         "(user::item::rating::timestamp) or ratings.csv (userId,movieId,rating,timestamp).",
     )
@@ -102,7 +111,12 @@ def columns_of(source: Source) -> list[str]:
             return list(pq.read_schema(source.path).names)
         return list(pd.read_csv(source.path, nrows=0).columns)
     except (OSError, ValueError) as exc:
-        raise DataError(f"Cannot read {source.path} as {source.kind}: {exc}") from None
+        raise DataError(f"Cannot read {source.path} as {source.kind}: {clip(exc)}") from None
+
+
+def column_list(columns: list[object]) -> str:
+    """A file's columns for a message, each and all cut to a readable length."""
+    return clip(", ".join(clip(c, 60) for c in columns)) or "none"
 
 
 def role_columns(data: RecsysDataConfig, explicit: bool) -> dict[str, str]:
@@ -122,8 +136,8 @@ def check_columns(source: Source, roles: dict[str, str]) -> None:
     for role, column in roles.items():
         if column not in available:
             raise DataError(
-                f"{source.path} has no column {column!r} (task.data.{role}_column).",
-                hint=f"Its columns are: {', '.join(map(str, available)) or 'none'}.",
+                f"{source.path} has no column {clip_repr(column)} (task.data.{role}_column).",
+                hint=f"Its columns are: {column_list(available)}.",
             )
 
 
@@ -144,7 +158,7 @@ def read(source: Source, data: RecsysDataConfig, explicit: bool) -> pd.DataFrame
             else:
                 raw = pd.read_csv(source.path, usecols=list(roles.values()))
         except (OSError, ValueError) as exc:
-            raise DataError(f"Cannot read {source.path} as {source.kind}: {exc}") from None
+            raise DataError(f"Cannot read {source.path} as {source.kind}: {clip(exc)}") from None
         frame = pd.DataFrame({role: raw[col] for role, col in roles.items()})
         where = roles
     return _clean(frame, source.path, where)
@@ -170,7 +184,9 @@ def _read_movielens(source: Source) -> pd.DataFrame:
             text = text.replace("::", "\t")
         frame = pd.read_csv(io.StringIO(text), sep="\t", header=None)
     except (OSError, ValueError, UnicodeError) as exc:
-        raise DataError(f"Cannot read {source.path} as MovieLens {source.kind}: {exc}") from None
+        raise DataError(
+            f"Cannot read {source.path} as MovieLens {source.kind}: {clip(exc)}"
+        ) from None
     if frame.shape[1] != 4:
         raise DataError(
             f"{source.path} has {frame.shape[1]} fields per line; MovieLens {source.kind} "
@@ -185,15 +201,7 @@ def _clean(frame: pd.DataFrame, path: Path, where: dict[str, str]) -> pd.DataFra
         raise DataError(f"{path} holds no interactions.")
     out = pd.DataFrame(index=frame.index)
     for role in ("user", "item"):
-        col = frame[role]
-        if col.isna().any():
-            row = int(np.flatnonzero(col.isna().to_numpy())[0])
-            raise DataError(f"{path}: column {where[role]!r} is empty in data row {row + 1}.")
-        if col.dtype.kind == "f" and bool((col == np.floor(col)).all()):
-            col = col.astype(np.int64)
-        elif col.dtype.kind not in "iu":
-            col = col.astype(str)
-        out[role] = col
+        out[role] = check_ids(frame[role], path, where[role])
     if "rating" in frame:
         out["rating"] = _numeric(frame["rating"], path, where["rating"]).astype(np.float32)
     if "timestamp" in frame:
@@ -207,7 +215,7 @@ def _numeric(col: pd.Series, path: Path, name: str) -> pd.Series:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column {name!r} has a non-numeric value {col.iloc[row]!r} "
+            f"{path}: column {name!r} has a non-numeric value {clip_repr(col.iloc[row])} "
             f"in data row {row + 1}."
         )
     return values
@@ -222,8 +230,85 @@ def _timestamps(col: pd.Series, path: Path, name: str) -> pd.Series:
     if bad.any():
         row = int(np.flatnonzero(bad)[0])
         raise DataError(
-            f"{path}: column {name!r} has a value {col.iloc[row]!r} in data row {row + 1} "
+            f"{path}: column {name!r} has a value {clip_repr(col.iloc[row])} in data row {row + 1} "
             "that is neither a number nor a date."
         )
     seconds = (parsed - pd.Timestamp(0, tz="UTC")) // pd.Timedelta(seconds=1)
     return seconds.astype(np.int64)
+
+
+# -- ids ---------------------------------------------------------------------------------
+
+
+def read_ids(source: Source, data: RecsysDataConfig) -> pd.DataFrame:
+    """Just the user and item columns of a file (``user``, ``item``), for :func:`check_ids`."""
+    try:
+        if source.kind == "parquet":
+            raw = pd.read_parquet(source.path, columns=[data.user_column, data.item_column])
+            return raw.set_axis(["user", "item"], axis=1)
+        if source.kind == "csv":
+            raw = pd.read_csv(source.path, usecols=[data.user_column, data.item_column])
+            return raw[[data.user_column, data.item_column]].set_axis(["user", "item"], axis=1)
+        if source.kind == "ratings.csv":
+            raw = pd.read_csv(source.path, usecols=["userId", "movieId"], encoding="latin-1")
+            return raw[["userId", "movieId"]].set_axis(["user", "item"], axis=1)
+        # u.data: user<TAB>item<TAB>...; ratings.dat: user::item::... (":" splits it in 7)
+        sep, cols = ("\t", [0, 1]) if source.kind == "u.data" else (":", [0, 2])
+        raw = pd.read_csv(source.path, sep=sep, header=None, usecols=cols, encoding="latin-1")
+        return raw.set_axis(["user", "item"], axis=1)
+    except (OSError, ValueError, UnicodeError) as exc:
+        raise DataError(f"Cannot read {source.path} as {source.kind}: {clip(exc)}") from None
+
+
+def _value(value: object) -> str:
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    return clip_repr(value, 40)
+
+
+def _rows(mask: np.ndarray, values: np.ndarray | None = None) -> str:
+    rows = np.flatnonzero(mask)
+    shown = [
+        f"{r + 1}" if values is None else f"{r + 1} ({_value(values[r])})"
+        for r in rows[:SHOWN_ROWS]
+    ]
+    more = f" and {len(rows) - SHOWN_ROWS} more" if len(rows) > SHOWN_ROWS else ""
+    return f"data row{'s' if len(rows) > 1 else ''} {', '.join(shown)}{more}"
+
+
+def check_ids(col: pd.Series, path: Path, name: str) -> pd.Series:
+    """An id column in canonical form (``int64`` for whole numbers, else ``str``); a
+    missing, negative or fractional id is a :class:`DataError` naming the first rows."""
+    values = col.to_numpy()
+    problems: list[tuple[str, np.ndarray, bool]] = []  # (what, mask, quote the values)
+    if col.dtype.kind in "iu":
+        problems.append(("negative", values < 0, True))
+    elif col.dtype.kind == "f":
+        missing = np.isnan(values)
+        negative = ~missing & (values < 0)
+        finite = np.isfinite(values)
+        whole = finite & (values == np.floor(np.where(finite, values, 0)))
+        problems.append(("empty or NaN", missing, False))
+        problems.append(("negative", negative, True))
+        problems.append(("not a whole number", ~missing & ~negative & ~whole, True))
+    else:
+        text = col.astype(str).str.strip().str.lower()
+        problems.append(("empty or NaN", (col.isna() | text.isin(NA_IDS)).to_numpy(), False))
+    found = [(what, mask, quote) for what, mask, quote in problems if mask.any()]
+    if found:
+        total = int(sum(mask.sum() for _, mask, _ in found))
+        parts = [
+            f"{int(mask.sum())} {what} ({_rows(mask, values if quote else None)})"
+            for what, mask, quote in found
+        ]
+        raise DataError(
+            f"{path}: column {clip_repr(name)} has {total} invalid id{'s' if total > 1 else ''}: "
+            + "; ".join(parts)
+            + ".",
+            hint="User and item ids must be whole numbers >= 0, or text; fix or remove these rows.",
+        )
+    if col.dtype.kind == "f":
+        return col.astype(np.int64)
+    return col if col.dtype.kind in "iu" else col.astype(str)

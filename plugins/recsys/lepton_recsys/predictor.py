@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from engine.errors import DataError
+from engine.errors import DataError, clip, clip_repr
 from lepton_recsys.interactions import IdMap
 from lepton_recsys.models import RecModel
 
@@ -45,7 +45,8 @@ def parse_request(raw: Any) -> Request:
         unknown = sorted(set(map(str, raw)) - set(REQUEST_KEYS))
         if unknown:
             raise DataError(
-                f"Unknown request field(s) {', '.join(unknown)}; allowed: {', '.join(REQUEST_KEYS)}."
+                f"Unknown request field(s) {clip(', '.join(unknown))}; "
+                f"allowed: {', '.join(REQUEST_KEYS)}."
             )
         if "user" not in raw:
             raise DataError('A request needs a "user" field (the user id).')
@@ -53,23 +54,25 @@ def parse_request(raw: Any) -> Request:
         if "k" in raw:
             k = raw["k"]
             if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-                raise DataError(f'"k" must be a positive integer, got {k!r}.')
+                raise DataError(f'"k" must be a positive integer, got {clip_repr(k)}.')
             req.k = k
         if "exclude_seen" in raw:
             if not isinstance(raw["exclude_seen"], bool):
                 raise DataError(
-                    f'"exclude_seen" must be true or false, got {raw["exclude_seen"]!r}.'
+                    f'"exclude_seen" must be true or false, got {clip_repr(raw["exclude_seen"])}.'
                 )
             req.exclude_seen = raw["exclude_seen"]
         if "items" in raw:
             items = raw["items"]
             if not isinstance(items, Sequence) or isinstance(items, (str, bytes)) or not items:
-                raise DataError(f'"items" must be a non-empty list of item ids, got {items!r}.')
+                raise DataError(
+                    f'"items" must be a non-empty list of item ids, got {clip_repr(items)}.'
+                )
             req.items = list(items)
     else:
         req = Request(user=raw)
     if isinstance(req.user, bool) or not isinstance(req.user, (int, str)):
-        raise DataError(f"A user id must be an integer or a string, got {req.user!r}.")
+        raise DataError(f"A user id must be an integer or a string, got {clip_repr(req.user)}.")
     return req
 
 
@@ -170,7 +173,7 @@ class RecsysPredictor:
             pos = None if isinstance(item, bool) else self.items.index_of(item)
             if pos is None:
                 raise DataError(
-                    f"Unknown item id {item!r}: the model was trained on {len(self.items)} items "
+                    f"Unknown item id {clip_repr(item)}: the model was trained on {len(self.items)} items "
                     "and this is not one of them."
                 )
             idx.append(pos)

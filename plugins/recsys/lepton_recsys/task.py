@@ -13,7 +13,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.errors import ConfigError, DataError
+from engine.errors import ConfigError, DataError, clip_repr
 from engine.task import DataBundle
 from lepton_recsys.config import RecsysConfig
 
@@ -43,7 +43,14 @@ class RecsysTask:
     # -- driver ----------------------------------------------------------------------
 
     def check(self, cfg: RecsysConfig) -> None:
-        from lepton_recsys.loaders import MOVIELENS_FILES, check_columns, resolve, role_columns
+        from lepton_recsys.loaders import (
+            MOVIELENS_FILES,
+            check_columns,
+            check_ids,
+            read_ids,
+            resolve,
+            role_columns,
+        )
 
         data = cfg.data
         if data.format == "synthetic":
@@ -65,8 +72,13 @@ class RecsysTask:
             source = resolve(data, which)
             if source.kind in MOVIELENS_FILES:
                 _check_movielens(source.path, source.kind)
+                names = {"user": "user", "item": "item"}
             else:
                 check_columns(source, role_columns(data, cfg.model.explicit))
+                names = {"user": data.user_column, "item": data.item_column}
+            ids = read_ids(source, data)  # two columns: cheap next to Ray's start-up
+            for role, name in names.items():
+                check_ids(ids[role], source.path, name)
 
     # -- workers ---------------------------------------------------------------------
 
@@ -149,7 +161,8 @@ def _check_movielens(path: Path, kind: str) -> None:
             header = first.strip()
             if not header.startswith("userId,movieId,rating"):
                 raise DataError(
-                    f"{path}: header is {header[:60]!r}, expected userId,movieId,rating,timestamp."
+                    f"{path}: header is {clip_repr(header)}, expected "
+                    "userId,movieId,rating,timestamp."
                 )
             first = fh.readline()
     if not first.strip():
@@ -158,7 +171,7 @@ def _check_movielens(path: Path, kind: str) -> None:
     fields = first.strip().split(sep)
     if len(fields) != 4:
         raise DataError(
-            f"{path}: first data line {first.strip()[:60]!r} has {len(fields)} fields; "
+            f"{path}: first data line {clip_repr(first.strip())} has {len(fields)} fields; "
             f"MovieLens {kind} has 4 (user, item, rating, timestamp)."
         )
     for name, value in zip(("rating", "timestamp"), fields[2:], strict=True):
@@ -166,5 +179,5 @@ def _check_movielens(path: Path, kind: str) -> None:
             float(value)
         except ValueError:
             raise DataError(
-                f"{path}: {name} {value!r} in the first line is not a number."
+                f"{path}: {name} {clip_repr(value)} in the first line is not a number."
             ) from None

@@ -8,7 +8,6 @@ see identical pixels). Training augmentations run on the batch (:class:`BatchAug
 
 from __future__ import annotations
 
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from engine.errors import DataError
+from engine.errors import DataError, clip
+from lepton_vision.cifar import cifar_files, read_cifar_bin, read_cifar_py
 from lepton_vision.config import AugmentConfig, VisionDataConfig
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm")
@@ -224,7 +224,7 @@ def scan_image_folder(root: Path) -> tuple[list[str], dict[str, list[tuple[Path,
         assert class_names is not None
         unknown = sorted(set(names) - set(class_names))
         if unknown:
-            raise DataError(f"{split_dir} has classes not in train/: {', '.join(unknown)}.")
+            raise DataError(f"{split_dir} has classes not in train/: {clip(', '.join(unknown))}.")
         items = []
         for name in names:
             for path in _list_images(split_dir / name):
@@ -266,48 +266,10 @@ def load_image_folder(cfg: VisionDataConfig) -> LoadedImages:
 # -- CIFAR-10 (local copy; binary or python version) --------------------------------
 
 
-def _cifar_dir(path: Path) -> tuple[Path, str]:
-    for candidate in (path, path / "cifar-10-batches-bin", path / "cifar-10-batches-py"):
-        if (candidate / "data_batch_1.bin").is_file():
-            return candidate, "bin"
-        if (candidate / "data_batch_1").is_file():
-            return candidate, "py"
-    raise DataError(
-        f"No CIFAR-10 files under {path}.",
-        hint="Point task.data.path at the extracted cifar-10-batches-bin (or -py) directory; "
-        "nothing is downloaded at run time.",
-    )
-
-
-def _read_cifar_bin(file: Path) -> tuple[np.ndarray, list[int]]:
-    raw = np.fromfile(file, dtype=np.uint8)
-    if raw.size % 3073:
-        raise DataError(
-            f"{file} is not a CIFAR-10 binary batch (size {raw.size} is not a multiple of 3073)."
-        )
-    rows = raw.reshape(-1, 3073)
-    return rows[:, 1:].reshape(-1, 3, 32, 32), rows[:, 0].astype(int).tolist()
-
-
-def _read_cifar_py(file: Path) -> tuple[np.ndarray, list[int]]:
-    # The python version of CIFAR-10 is distributed as pickles; it is the user's own data file.
-    with open(file, "rb") as fh:
-        batch = pickle.load(fh, encoding="bytes")
-    data = np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32)
-    return data, list(batch[b"labels"])
-
-
 def load_cifar10(cfg: VisionDataConfig) -> LoadedImages:
     assert cfg.path is not None
-    folder, kind = _cifar_dir(Path(cfg.path))
-    reader = _read_cifar_bin if kind == "bin" else _read_cifar_py
-    suffix = ".bin" if kind == "bin" else ""
-    train_files = sorted(folder.glob(f"data_batch_*{suffix}"))
-    test_file = folder / f"test_batch{suffix}"
-    if not test_file.is_file():
-        raise DataError(
-            f"CIFAR-10 directory {folder} has no test_batch{suffix} (used for validation)."
-        )
+    train_files, test_file, kind = cifar_files(Path(cfg.path))
+    reader = read_cifar_bin if kind == "bin" else read_cifar_py
     parts = [reader(f) for f in train_files]
     train_x = np.concatenate([p[0] for p in parts])
     train_y = [y for p in parts for y in p[1]]

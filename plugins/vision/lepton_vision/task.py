@@ -39,12 +39,16 @@ class VisionTask:
             )
         if data.format == "imagefolder":
             from lepton_vision.data import scan_image_folder
+            from lepton_vision.headers import check_image_headers
 
-            scan_image_folder(Path(data.path))
+            _, splits = scan_image_folder(Path(data.path))
+            # Validation first: a bad validation image costs a whole epoch to find.
+            paths = [p for split in ("val", "train") for p, _ in splits[split]]
+            check_image_headers(Path(data.path), paths)
         else:
-            from lepton_vision.data import _cifar_dir
+            from lepton_vision.cifar import check_cifar
 
-            _cifar_dir(Path(data.path))
+            check_cifar(Path(data.path))
 
     def build_data(
         self, cfg: VisionConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
