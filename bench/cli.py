@@ -18,6 +18,7 @@ from bench.registry import Benchmark, benchmarks
 from bench.spec import Workload
 
 QUICK_EPOCHS = 2
+E2E_EPOCHS = 4  # the whole-process comparison: the 4 epochs
 
 
 def _parser(names: list[str]) -> argparse.ArgumentParser:
@@ -30,11 +31,22 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--quick",
         action="store_true",
-        help=f"smoke run: 1 repetition, {QUICK_EPOCHS} epochs, 3 runs per short command",
+        help=f"smoke run: 1 repetition and 1 pair, {QUICK_EPOCHS} epochs, 3 runs per short command",
     )
     p.add_argument("--reps", type=int, help="repetitions of each training run (default 3)")
     p.add_argument("--epochs", type=int, help="training epochs (default: the demo's 10)")
     p.add_argument("--cli-reps", type=int, help="timed runs per short command (default 7)")
+    p.add_argument(
+        "--pairs",
+        type=int,
+        help="whole-process runs of `lepton train` and the hand-written script, in turn "
+        "(default 3)",
+    )
+    p.add_argument(
+        "--e2e-epochs",
+        type=int,
+        help=f"epochs of those whole-process runs (default {E2E_EPOCHS}; quick {QUICK_EPOCHS})",
+    )
     p.add_argument("--loader-passes", type=int, help="timed passes in the data benchmark")
     p.add_argument(
         "--plain-threads",
@@ -61,6 +73,9 @@ def settings_from(args: argparse.Namespace, workdir: Path) -> Settings:
     if epochs < 2:
         raise SystemExit("--epochs must be at least 2 (steady state excludes the first epoch)")
     workload = replace(workload, epochs=epochs)
+    e2e_epochs = args.e2e_epochs or (QUICK_EPOCHS if quick else E2E_EPOCHS)
+    if e2e_epochs < 1:
+        raise SystemExit("--e2e-epochs must be at least 1")
     return Settings(
         quick=quick,
         reps=max(1, args.reps or (1 if quick else 3)),
@@ -70,6 +85,8 @@ def settings_from(args: argparse.Namespace, workdir: Path) -> Settings:
         plain_threads=args.plain_threads or workload.threads,
         timeout_s=args.timeout,
         workdir=workdir,
+        pairs=max(1, args.pairs or (1 if quick else 3)),
+        e2e_epochs=e2e_epochs,
     )
 
 
@@ -96,7 +113,7 @@ def warnings_for(machine: dict[str, object], settings: Settings) -> list[str]:
         )
     if settings.quick:
         found.append(
-            "quick smoke run (1 repetition, 2 epochs): numbers validate the harness, "
+            "quick smoke run (1 repetition, 1 pair, 2 epochs): numbers validate the harness, "
             "not the engine."
         )
     return found

@@ -29,6 +29,8 @@ class Settings:
     timeout_s: float  # per subprocess
     workdir: Path  # scratch: run dirs, Ray storage, logs
     python: str = sys.executable
+    pairs: int = 3  # whole-process runs of each variant (lepton / hand-written) in turn
+    e2e_epochs: int = 4  # epochs of those whole-process runs
 
     @property
     def lepton(self) -> list[str]:
@@ -93,6 +95,10 @@ class Context:
 
     def cached(self, key: str) -> Any:
         return self._cache.get(key)
+
+    def store(self, key: str, value: Any) -> None:
+        """Put (or replace) shared work in the cache: a larger set that covers a smaller."""
+        self._cache[key] = value
 
     def subprocess_env(self) -> dict[str, str]:
         """Environment for benchmark subprocesses: a fresh local Ray each, repo on the path."""

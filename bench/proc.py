@@ -6,6 +6,13 @@
 own daemons and the Train workers) reading each process's peak resident set size
 (``VmHWM`` on Linux, else the sampled RSS). Sampling is light on purpose: it runs
 while throughput is being measured, and costs every variant the same.
+
+Each process seen also gets a timeline: when it was first seen in each role (Ray
+renames a pooled worker when it starts an actor) and when it was last seen alive, so
+a run's phases (Ray's daemons up, the Train controller, the worker group, its end)
+can be read off without touching the code under test. With ``stamp_lines`` the
+command's output is read line by line and each line stamped with the wall clock when
+it arrived (``ProcRun.lines``); the log then carries ``[+seconds]`` prefixes.
 """
 
 from __future__ import annotations
@@ -14,10 +21,12 @@ import contextlib
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TextIO
 
 import psutil
 
@@ -43,6 +52,19 @@ class ProcSeen:
     role: str
     cmd: str
     peak_rss: int = 0  # bytes
+    first_seen: float = 0.0  # time.time() of the first sample that saw it
+    last_seen: float = 0.0  # time.time() of the last sample that saw it alive
+    roles_since: dict[str, float] = field(default_factory=dict)  # role -> first seen as it
+
+    @property
+    def executable(self) -> str:
+        return os.path.basename(self.cmd.split(" ", 1)[0]) if self.cmd else ""
+
+
+@dataclass(frozen=True)
+class StampedLine:
+    time: float  # time.time() when the line was read
+    text: str
 
 
 @dataclass
@@ -57,6 +79,9 @@ class ProcRun:
     processes: list[ProcSeen] = field(default_factory=list)
     tree_peak_rss: int = 0  # bytes: max over samples of the sum of RSS across the tree
     leftovers: int = 0  # descendants still alive 10 s after the command exited
+    ended_at: float = 0.0  # time.time() when the exit was seen
+    lines: list[StampedLine] = field(default_factory=list)  # with stamp_lines only
+    sample_every_s: float = 1.0  # the process-tree sampling interval (timeline resolution)
 
     @property
     def ok(self) -> bool:
@@ -109,20 +134,24 @@ def classify(argv: Sequence[str], is_root: bool) -> str:
     return "other"
 
 
-def _peak_rss(proc: psutil.Process) -> tuple[int, int]:
-    """(peak RSS, current RSS) in bytes; peak is the kernel's high-water mark where available."""
+def _peak_rss(proc: psutil.Process) -> tuple[int, int, bool]:
+    """(peak RSS, current RSS) in bytes, and whether the process is a zombie; peak is the
+    kernel's high-water mark where available."""
     try:
         with open(f"/proc/{proc.pid}/status", encoding="ascii", errors="replace") as fh:
             hwm = rss = 0
+            zombie = False
             for line in fh:
                 if line.startswith("VmHWM:"):
                     hwm = int(line.split()[1]) * 1024
                 elif line.startswith("VmRSS:"):
                     rss = int(line.split()[1]) * 1024
-            return max(hwm, rss), rss
+                elif line.startswith("State:"):
+                    zombie = line.split()[1:2] == ["Z"]
+            return max(hwm, rss), rss, zombie
     except (OSError, ValueError):
         rss = proc.memory_info().rss
-        return rss, rss
+        return rss, rss, proc.status() == psutil.STATUS_ZOMBIE
 
 
 class TreeSampler:
@@ -139,6 +168,7 @@ class TreeSampler:
         except psutil.Error:
             return
         total = 0
+        now = time.time()
         for proc in procs:
             try:
                 entry = self.seen.get(proc.pid)
@@ -147,13 +177,16 @@ class TreeSampler:
                     argv = proc.cmdline() or [proc.name()]
                     role = classify(argv, proc.pid == self.root_pid)
                     if entry is None:
-                        entry = self.seen[proc.pid] = ProcSeen(proc.pid, role, "")
+                        entry = self.seen[proc.pid] = ProcSeen(proc.pid, role, "", first_seen=now)
                         self._procs[proc.pid] = proc
                     entry.role, entry.cmd = role, " ".join(argv)[:200]
-                peak, rss = _peak_rss(proc)
+                    entry.roles_since.setdefault(role, now)
+                peak, rss, zombie = _peak_rss(proc)
             except psutil.Error:
                 continue
             entry.peak_rss = max(entry.peak_rss, peak)
+            if not zombie:
+                entry.last_seen = now
             total += rss
         self.tree_peak = max(self.tree_peak, total)
 
@@ -179,8 +212,10 @@ def run_monitored(
     memory: bool = True,
     poll_s: float = 0.05,
     memory_every_s: float = 1.0,
+    stamp_lines: bool = False,
 ) -> ProcRun:
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    lines: list[StampedLine] = []
     with open(log_path, "w", encoding="utf-8") as log:
         launched_at = time.time()
         t0 = time.perf_counter()
@@ -188,11 +223,17 @@ def run_monitored(
             list(cmd),
             cwd=cwd,
             env=dict(env),
-            stdout=log,
+            stdout=subprocess.PIPE if stamp_lines else log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
         )
+        reader = None
+        if stamp_lines:
+            reader = threading.Thread(
+                target=_read_lines, args=(proc, log, lines, launched_at), daemon=True
+            )
+            reader.start()
         sampler = TreeSampler(proc.pid)
         first_step_at: float | None = None
         next_sample = 0.0
@@ -213,9 +254,12 @@ def run_monitored(
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=poll_s)  # returns as soon as the command exits
         wall = time.perf_counter() - t0
-    if first_step is not None and first_step_at is None:
-        first_step_at = first_step()  # a run shorter than one poll
-    leftovers = _reap(sampler.alive_descendants())
+        ended_at = time.time()
+        if first_step is not None and first_step_at is None:
+            first_step_at = first_step()  # a run shorter than one poll
+        leftovers = _reap(sampler.alive_descendants())
+        if reader is not None:  # EOF once every process holding the pipe has gone
+            reader.join(timeout=5)
     return ProcRun(
         cmd=list(cmd),
         returncode=proc.returncode,
@@ -227,7 +271,24 @@ def run_monitored(
         processes=list(sampler.seen.values()),
         tree_peak_rss=sampler.tree_peak,
         leftovers=leftovers,
+        ended_at=ended_at,
+        lines=list(lines),
+        sample_every_s=memory_every_s,
     )
+
+
+def _read_lines(
+    proc: subprocess.Popen[bytes], log: TextIO, lines: list[StampedLine], launched_at: float
+) -> None:
+    """Stamp each line of the command's output as it arrives; copy it to the log."""
+    assert proc.stdout is not None
+    for raw in iter(proc.stdout.readline, b""):
+        now = time.time()
+        text = raw.decode("utf-8", "replace").rstrip("\r\n")
+        lines.append(StampedLine(now, text))
+        with contextlib.suppress(ValueError):  # the log is closed after a late line
+            log.write(f"[+{now - launched_at:8.3f}s] {text}\n")
+    proc.stdout.close()
 
 
 def time_command(

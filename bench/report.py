@@ -100,6 +100,7 @@ def _machine_lines(m: dict[str, Any], settings: Settings, duration_s: float) -> 
         [
             "Run",
             f"{mode}: {settings.reps} repetition(s), {w.epochs} epochs, "
+            f"{settings.pairs} whole-run pair(s) of {settings.e2e_epochs} epochs, "
             f"{settings.cli_reps} runs per short command; took {duration_s:.0f} s",
         ],
     ]

@@ -75,9 +75,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     from engine.errors import LeptonError
+    from engine.runs.clock import command_clock
 
     try:
-        code: int = args.run(args)
+        # The command's start, for a run's cost: the process's own when it is `lepton`.
+        with command_clock(whole_process=argv is None):
+            code: int = args.run(args)
         return code
     except LeptonError as exc:
         print(f"lepton: {exc.kind}: {exc.message}", file=sys.stderr)
@@ -89,5 +92,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
 
 
+def entry() -> None:
+    """The ``lepton`` console script (and ``python -m engine.cli``).
+
+    After a run stopped by a signal (exit 130/143) everything is recorded, but the thread
+    that ran ``fit()`` may still be blocked inside Ray's core library: the interpreter's
+    normal shutdown can then crash in Ray's C++ code (SIGSEGV instead of 130). So that
+    case leaves at once, once the output is flushed.
+    """
+    code = main()
+    if code in (130, 143):
+        import os
+        import threading
+
+        if threading.active_count() > 1:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    entry()

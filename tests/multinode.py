@@ -51,7 +51,11 @@ class LocalMultiNodeCluster:
             [RAY, *args, "--disable-usage-stats"],
             capture_output=True,
             text=True,
-            env={**os.environ, **(env or {})},
+            # A real multi-node cluster: never the embedded cluster's loopback-only switch.
+            env={
+                **{k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"},
+                **(env or {}),
+            },
             timeout=180,
         )
         if out.returncode != 0:

@@ -79,3 +79,27 @@ def test_predict_batch_size_must_be_positive(capsys):
         cli.main(["predict", "runs/x", "--input", "y", "--batch-size", "0"])
     assert exit_info.value.code == 2
     assert "not a positive integer" in capsys.readouterr().err
+
+
+def test_train_prints_the_summary_before_the_report_is_rendered(monkeypatch, capsys, tmp_path):
+    """The summary is out first; the report renders while the cluster stops."""
+    import engine.runs.report as report
+    import engine.train.driver as driver
+    from engine.runs.layout import RunSummary
+    from engine.runs.storage import Location
+
+    run_dir = Location.parse(tmp_path / "run")
+    summary = RunSummary(run_dir, "finished", "val/accuracy", 0.9, 0, run_dir / "checkpoint_x", 1)
+    monkeypatch.setattr(driver, "train", lambda *args, **kwargs: summary)
+    printed_before: list[str] = []
+
+    def write_report(where):
+        printed_before.append(capsys.readouterr().out)
+        return run_dir / "report.md"
+
+    monkeypatch.setattr(report, "write_report", write_report)
+    assert cli.main(["train", "task=vision", f"run.dir={tmp_path}"]) == 0
+    (before,) = printed_before
+    assert "Run directory:" in before and "Best val/accuracy: 0.9000 (epoch 1)" in before
+    assert "Best checkpoint:" in before and "Report:" not in before
+    assert "Report:" in capsys.readouterr().out

@@ -6,6 +6,7 @@ where) are in ``test_interrupt_cli.py``; this file checks the parts one by one.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -215,7 +216,10 @@ def test_remove_session_deletes_only_this_session_and_keeps_logs_when_asked(tmp_
 
 
 def test_loopback_switch_is_set_only_before_ray_is_imported(monkeypatch):
-    monkeypatch.delenv(embedded.LOOPBACK_ENV, raising=False)
+    # set, then deleted: monkeypatch restores the variable's absence afterwards, so the
+    # switch set below does not leak into later tests (a `ray start` would refuse to join).
+    monkeypatch.setenv(embedded.LOOPBACK_ENV, "unset")
+    monkeypatch.delenv(embedded.LOOPBACK_ENV)
     monkeypatch.setitem(sys.modules, "ray", object())  # as if imported already
     assert embedded.loopback_only() is False
     assert embedded.LOOPBACK_ENV not in os.environ
@@ -261,25 +265,103 @@ class _FakeRay:
 def test_embedded_cluster_binds_loopback_serves_no_metrics_and_removes_its_session(
     tmp_path, monkeypatch, failed
 ):
-    from engine.train.cluster import ray_cluster
+    from engine.train.cluster import ray_cluster, wait_for_teardown
 
     for name in ("RAY_ADDRESS", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "MPLBACKEND"):
         monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")  # restored afterwards
     monkeypatch.setenv(embedded.LOOPBACK_ENV, "0")
     session = _session(tmp_path / "ray", "session_x")
     fake = _FakeRay(session)
     monkeypatch.setitem(sys.modules, "ray", fake)
-    with ray_cluster(None) as cluster:
+    failing = pytest.raises(RuntimeError) if failed else contextlib.nullcontext()
+    with failing, ray_cluster(None) as cluster:
         assert cluster.owned and cluster.embedded and cluster.session_dir == session
         if failed:
             cluster.keep_logs_in = tmp_path / "run" / "ray-logs"
+            raise RuntimeError("training failed")
+    if failed:  # stopped before the failure goes on: its record comes after
+        assert fake.shutdowns == [{"wait_for_processes": True}] and not session.exists()
+    else:  # a finished run's cluster stops on a thread, while the run is recorded
+        wait_for_teardown()
     (kwargs,) = fake.inits
     assert kwargs["dashboard_host"] == "127.0.0.1"
-    assert kwargs["_system_config"] == {"enable_metrics_collection": False}
+    assert kwargs["_system_config"] == {
+        "enable_metrics_collection": False,
+        "prestart_worker_first_driver": False,
+    }
     assert "address" not in kwargs
     assert fake.shutdowns == [{"wait_for_processes": True}]
     assert not session.exists()
     assert (tmp_path / "run" / "ray-logs" / "session_x" / "worker-1.err").exists() is failed
+
+
+def test_finished_runs_cluster_stops_on_a_thread_and_the_next_one_waits_for_it(
+    tmp_path, monkeypatch
+):
+    from engine.train import cluster as clusters
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2")  # restored afterwards
+    monkeypatch.delenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S")
+    monkeypatch.setenv(embedded.LOOPBACK_ENV, "0")
+    stopping, release = threading.Event(), threading.Event()
+
+    class SlowToStop(_FakeRay):
+        def shutdown(self, **kwargs) -> None:
+            stopping.set()
+            release.wait(10)
+            super().shutdown(**kwargs)
+
+    first = _session(tmp_path / "ray", "session_1")
+    fake = SlowToStop(first)
+    monkeypatch.setitem(sys.modules, "ray", fake)
+    with clusters.ray_cluster(None):
+        # Train's controller polls every TRAIN_POLL_S, not every 2 s: no epoch waits for it
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == clusters.TRAIN_POLL_S
+    assert stopping.wait(10) and fake.shutdowns == []  # stopping, and the caller goes on
+    fake.session = _session(tmp_path / "ray", "session_2")
+    threading.Timer(0.2, release.set).start()
+    with clusters.ray_cluster(None):  # the first cluster is gone before the second starts
+        assert fake.shutdowns == [{"wait_for_processes": True}] and not first.exists()
+        assert len(fake.inits) == 2
+    clusters.wait_for_teardown()
+    assert len(fake.shutdowns) == 2 and not fake.session.exists()
+
+
+def test_a_poll_interval_set_by_the_user_stays(monkeypatch, tmp_path):
+    from engine.train.cluster import ray_cluster, wait_for_teardown
+
+    monkeypatch.setenv("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "5")
+    monkeypatch.setitem(sys.modules, "ray", _FakeRay(tmp_path / "unused"))
+    with ray_cluster("10.0.0.1:6379"):
+        assert os.environ["RAY_TRAIN_HEALTH_CHECK_INTERVAL_S"] == "5"
+    wait_for_teardown()
+
+
+def test_only_this_sessions_autoscaler_monitor_is_ended(tmp_path):
+    """Ray's shutdown would wait a second for it (its SIGTERM handler blocks on the GCS
+    stopped before it); another cluster's monitor, or another child, is left alone."""
+    ours, other = tmp_path / "session_ours", tmp_path / "session_other"
+    script = str(tmp_path / "ray" / "autoscaler" / "_private" / "monitor.py")
+
+    def child(*args: str) -> subprocess.Popen:
+        code = "import time; time.sleep(60)"
+        return subprocess.Popen([sys.executable, "-c", code, *args])
+
+    monitor = child(script, f"--logs-dir={ours / 'logs'}")
+    others = [child(script, f"--logs-dir={other / 'logs'}"), child(f"--logs-dir={ours / 'logs'}")]
+    try:
+        deadline = time.monotonic() + 30  # until the children's command lines are readable
+        while not embedded.end_autoscaler_monitor(ours):
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        assert monitor.wait(10) == -signal.SIGKILL
+        assert all(p.poll() is None for p in others)
+    finally:
+        for p in [monitor, *others]:
+            p.kill()
+            p.wait()
 
 
 def test_joined_cluster_keeps_its_session(tmp_path, monkeypatch):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 from engine.runs.layout import append_metrics
 from engine.train.progress import DriverProgress, ProgressWriter
@@ -70,3 +71,34 @@ def test_writer_throttles(tmp_path):
     writer.update(epoch=0, step_in_epoch=1)
     writer.update(epoch=0, step_in_epoch=2)
     assert json.loads((tmp_path / "progress.json").read_text())["step_in_epoch"] == 1
+
+
+class _Counting(io.StringIO):
+    flushes = 0
+
+    def flush(self) -> None:
+        self.flushes += 1
+        super().flush()
+
+
+def test_epoch_lines_are_flushed_as_printed(tmp_path):
+    """Into a pipe Python buffers stdout in blocks: without a flush the lines would come out
+    together, whenever something else flushed, or at exit."""
+    stream = _Counting()
+    progress = DriverProgress(
+        tmp_path, 2, echo=lambda line: stream.write(line + "\n"), stream=stream
+    )
+    progress.poll()
+    assert stream.flushes == 0  # nothing new, nothing to flush
+    append_metrics(tmp_path, _row(0))
+    progress.poll()
+    assert stream.getvalue().startswith("epoch 1/2") and stream.flushes == 1
+
+
+def test_training_end_prints_the_last_rows_without_waiting_for_a_tick(tmp_path):
+    lines: list[str] = []
+    started = time.monotonic()
+    with DriverProgress(tmp_path, 1, echo=lines.append, stream=io.StringIO(), interval_s=60):
+        append_metrics(tmp_path, _row(0))
+    assert lines == ["epoch 1/1  train/loss 0.5000  val/accuracy 0.9000  1000 samples/s"]
+    assert time.monotonic() - started < 2  # not the 60 s interval

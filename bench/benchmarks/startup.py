@@ -4,28 +4,16 @@ from __future__ import annotations
 
 import json
 import subprocess
-from dataclasses import dataclass
 from typing import Any
 
+from bench.benchmarks.commands import Timed, lepton_cfg, python_pass, timed
 from bench.benchmarks.runs import LEPTON, PLAIN, RAY_TRAIN, TrainRun, training_runs
-from bench.core import BenchResult, Context, Row, median, ratio, target_status
-from bench.proc import time_command
+from bench.core import BenchResult, Context, Row, ratio, target_status
 from bench.registry import register
 
 HELP_TARGET_S = 0.3
 PLUGINS_TARGET_S = 1.5
 FIRST_STEP_EXTRA_TARGET_S = 2.0  # lepton train's first step, above the hand-written script's
-
-
-@dataclass
-class Timed:
-    label: str
-    times: list[float]
-    error: str | None
-
-    @property
-    def median(self) -> float | None:
-        return median(self.times)
 
 
 def _first_step(run: TrainRun) -> float | None:
@@ -36,31 +24,25 @@ def _first_step(run: TrainRun) -> float | None:
 def startup(ctx: Context) -> BenchResult:
     """Median wall time of short commands, and launch-to-first-step of the training runs."""
     s = ctx.settings
-    env, cwd = ctx.subprocess_env(), s.workdir
     result = BenchResult()
-    commands = {
-        "python": ("`python -c pass`", [s.python, "-c", "pass"]),
-        "help": ("`lepton --help`", [*s.lepton, "--help"]),
-        "plugins": ("`lepton plugins`", [*s.lepton, "plugins"]),
-        "cfg": (
-            "`lepton train task=vision --cfg job` (config only, no Ray)",
-            [*s.lepton, "train", *s.workload.lepton_overrides(), "--cfg", "job"],
+    timed_runs: dict[str, Timed] = {
+        "python": python_pass(ctx),
+        "help": timed(ctx, "help", "`lepton --help`", [*s.lepton, "--help"]),
+        "plugins": timed(ctx, "plugins", "`lepton plugins`", [*s.lepton, "plugins"]),
+        "cfg": lepton_cfg(ctx),
+        "import": timed(
+            ctx, "import", "`python -c 'import ray, torch'`", [s.python, "-c", "import ray, torch"]
         ),
-        "import": ("`python -c 'import ray, torch'`", [s.python, "-c", "import ray, torch"]),
     }
-    timed: dict[str, Timed] = {}
-    for key, (label, cmd) in commands.items():
-        ctx.log(f"timing {label} x{s.cli_reps}")
-        times, error = time_command(cmd, reps=s.cli_reps, cwd=cwd, env=env)
-        timed[key] = Timed(label, times, error)
-        if error:
-            result.notes.append(f"FAILED: {label}: {error}")
+    for t in timed_runs.values():
+        if t.error:
+            result.notes.append(f"FAILED: {t.label}: {t.error}")
 
-    py, imp = timed["python"], timed["import"]
+    py, imp = timed_runs["python"], timed_runs["import"]
     rows = result.rows
     rows.append(Row(py.label, py.median, "s", note="interpreter start-up floor"))
     for key, target in (("help", HELP_TARGET_S), ("plugins", PLUGINS_TARGET_S)):
-        t = timed[key]
+        t = timed_runs[key]
         rows.append(
             Row(
                 t.label,
@@ -73,7 +55,7 @@ def startup(ctx: Context) -> BenchResult:
                 target_status(None if t.median is None else t.median < target),
             )
         )
-    cfg = timed["cfg"]
+    cfg = timed_runs["cfg"]
     rows.append(Row(cfg.label, cfg.median, "s", py.label, py.median, ratio(cfg.median, py.median)))
     rows.append(Row(imp.label, imp.median, "s", note="floor for any Ray + torch program"))
 
@@ -122,11 +104,12 @@ def startup(ctx: Context) -> BenchResult:
         result.notes.append(f"`lepton plugins` loaded: {names or 'none'}.")
     result.details = {
         "commands": {
-            k: {"label": t.label, "times_s": t.times, "error": t.error} for k, t in timed.items()
+            k: {"label": t.label, "times_s": t.times, "error": t.error}
+            for k, t in timed_runs.items()
         },
         "plugins": plugins,
     }
-    if any(t.error for t in timed.values()):
+    if any(t.error for t in timed_runs.values()):
         result.status = "failed"
     return result
 

@@ -3,7 +3,8 @@
 ``ray.init()``, a ``TorchTrainer`` with DDP over ``--num-workers`` CPU workers, a
 ``DistributedSampler``, and ``ray.train.report(metrics, checkpoint=...)`` every epoch
 (rank 0 saves the checkpoint with ``torch.save``). Rank 0 also writes
-``epochs.jsonl`` and ``first_step.json`` into ``--out`` for the benchmark.
+``epochs.jsonl``, ``first_step.json`` and ``marks.json`` (when its training function was
+entered, its epochs started, its loop ended) into ``--out`` for the benchmark.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from bench.spec import Workload
 
 
 def train_func(config: dict[str, Any]) -> None:
+    entered = time.time()
     import ray.train
     import ray.train.torch
     import torch
@@ -45,6 +47,9 @@ def train_func(config: dict[str, Any]) -> None:
     val_loader = DataLoader(val_shard, batch_size=w.batch_size)
     optimizer, scheduler = digits.build_optimizer(model, w, len(train_loader))
     marker = digits.FirstStepMarker(out / "first_step.json") if rank == 0 else None
+    marks = {"loop_entered": entered, "epochs_started": time.time()}
+    if rank == 0:
+        digits.write_json(out / "marks.json", marks)
 
     for epoch in range(w.epochs):
         sampler.set_epoch(epoch)
@@ -63,6 +68,7 @@ def train_func(config: dict[str, Any]) -> None:
             "train_loss": stats.loss,
             "val_accuracy": float(counts[0] / counts[1].clamp_min(1)),
             "threads": torch.get_num_threads(),
+            "time": time.time(),  # the epoch's end, as lepton's metrics.jsonl rows have it
         }
         with tempfile.TemporaryDirectory() as tmp:
             checkpoint = None
@@ -79,12 +85,19 @@ def train_func(config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=checkpoint)
         if rank == 0:
             digits.append_row(out / "epochs.jsonl", metrics)
+    if rank == 0:
+        digits.write_json(out / "marks.json", {**marks, "loop_ended": time.time()})
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     Workload.add_arguments(parser)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument(
+        "--no-dashboard",
+        action="store_true",
+        help="ray.init(include_dashboard=False) (for the benchmark of what the dashboard costs)",
+    )
     args = parser.parse_args()
     w = Workload.from_args(args)
     out: Path = args.out.resolve()
@@ -94,7 +107,10 @@ def main() -> None:
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchTrainer
 
-    ray.init()
+    if args.no_dashboard:
+        ray.init(include_dashboard=False)
+    else:
+        ray.init()
     trainer = TorchTrainer(
         train_func,
         train_loop_config={"workload": w.as_dict(), "out": str(out)},

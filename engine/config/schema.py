@@ -85,6 +85,26 @@ class RaySection:
 
 
 @dataclass
+class NodePrice:
+    """The price of one node type, per hour of one CPU / one GPU."""
+
+    cpu_hour: float | None = None
+    gpu_hour: float | None = None
+
+
+@dataclass
+class CostSection:
+    """Prices for the run's speed-and-cost section (:mod:`engine.runs.cost`); null: no money."""
+
+    cpu_hour: float | None = None
+    gpu_hour: float | None = None
+    currency: str = "USD"
+    #: One of ``node_types``: its prices win over ``cpu_hour`` / ``gpu_hour``.
+    node_type: str | None = None
+    node_types: dict[str, NodePrice] | None = None
+
+
+@dataclass
 class EngineSections:
     """Everything but the task node: the schema the engine owns."""
 
@@ -95,6 +115,7 @@ class EngineSections:
     logger: LoggerConfig = field(default_factory=LoggerConfig)
     run: RunSection = field(default_factory=RunSection)
     ray: RaySection = field(default_factory=RaySection)
+    cost: CostSection = field(default_factory=CostSection)
     seed: int = 0
     resume: bool = False
 
@@ -173,9 +194,30 @@ def validate(cfg: LeptonConfig) -> None:
         _run_name(cfg.run.name)
     if s.use_gpu:
         _positive("scaling.gpus_per_worker", s.gpus_per_worker)
+    _cost(cfg.cost)
     if cfg.scheduler.warmup_epochs >= t.epochs and cfg.scheduler.warmup_epochs > 0:
         raise ConfigError(
             f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is not below "
             f"trainer.epochs={t.epochs}.",
             hint="Lower the warm-up or train for more epochs.",
+        )
+
+
+def _cost(c: CostSection) -> None:
+    """Prices are non-negative; ``cost.node_type`` names one of ``cost.node_types``."""
+    prices = [("cost.cpu_hour", c.cpu_hour), ("cost.gpu_hour", c.gpu_hour)]
+    node_types = c.node_types or {}
+    for name, node in node_types.items():
+        prices += [
+            (f"cost.node_types.{name}.cpu_hour", node.cpu_hour),
+            (f"cost.node_types.{name}.gpu_hour", node.gpu_hour),
+        ]
+    for key, value in prices:
+        if value is not None:
+            _positive(key, value, zero_ok=True)
+    if c.node_type is not None and c.node_type not in node_types:
+        raise ConfigError(
+            f"Unknown node type for 'cost.node_type': {c.node_type!r}.",
+            hint=f"Node types in cost.node_types: {', '.join(sorted(node_types)) or 'none'} "
+            "(add one: cost.node_types='{<name>: {cpu_hour: <price>, gpu_hour: <price>}}').",
         )

@@ -231,6 +231,7 @@ def _markdown(
         f"| Throughput | {sum(steady) / len(steady):.0f} samples/s (mean over epochs after the first) |",
         f"| Best checkpoint | `{best_ckpt or '-'}` |",
         "",
+        *_cost_section(result.get("cost")),
         "## Per epoch",
         "",
     ]
@@ -256,6 +257,100 @@ def _markdown(
     for title, name in images:
         lines += [f"## {title}", "", f"![{title}]({REPORT_DIR}/{name})", ""]
     return "\n".join(lines)
+
+
+_PHASE_LABELS = {
+    "startup_driver": "start-up: driver (config, Ray cluster, pre-flight)",
+    "startup_workers": "start-up: Ray workers (placement, processes)",
+    "startup_prepare": "start-up: data and model",
+    "training": "training",
+    "validation": "validation",
+    "checkpointing": "checkpointing (save + report)",
+    "shutdown_workers": "shutdown: Ray workers",
+    "shutdown_driver": "shutdown: driver (summary, Ray if not in the background)",
+    "other": "other (row writes, restarts)",
+}
+
+
+def _g(value: float) -> str:
+    return f"{value:.2f}" if abs(value) >= 100 else f"{value:.4g}"
+
+
+def _cost_section(cost: Any) -> list[str]:
+    """``## Speed and cost`` from ``result.json``'s ``cost`` (see engine/runs/cost.py)."""
+    lines = ["## Speed and cost", ""]
+    if not isinstance(cost, dict) or not isinstance(cost.get("phases"), dict):
+        return [
+            *lines,
+            "Not recorded for this run (a run from before cost accounting, or one that failed).",
+            "",
+        ]
+    wall = float(cost.get("wall_s") or 0.0)
+    runs = int(cost.get("runs") or 1)
+    lines += [
+        f"Wall time {wall:.1f} s, from the start of `lepton` to the recorded result"
+        + (f", summed over {runs} invocations (resumed)." if runs > 1 else "."),
+        "",
+        "| phase | seconds | share |",
+        "|---|---:|---:|",
+    ]
+    for key, label in _PHASE_LABELS.items():
+        seconds = float(cost["phases"].get(key) or 0.0)
+        share = f"{100 * seconds / wall:.1f}%" if wall else "-"
+        lines.append(f"| {label} | {seconds:.2f} | {share} |")
+    lines += [f"| **total** | {wall:.2f} | 100% |", "", "| | |", "|---|---|"]
+    rate, run_rate = cost.get("samples_per_s"), cost.get("run_samples_per_s")
+    if rate:
+        lines.append(
+            f"| Throughput | {rate:.0f} samples/s while training; {run_rate or 0:.0f} samples/s "
+            f"over the wall time ({cost.get('samples', 0)} samples) |"
+        )
+    workers, cpus, gpus = (
+        cost.get("workers"),
+        cost.get("cpus_per_worker"),
+        cost.get("gpus_per_worker"),
+    )
+    if workers is not None:
+        per = f"{cpus:g} CPU" + (f" + {gpus:g} GPU" if gpus else "")
+        lines.append(
+            f"| Reserved | {workers} worker(s) × {per} for {cost.get('reserved_window_s', 0):.1f} s "
+            "(first worker start → end of fit) |"
+        )
+    used, util = cost.get("cpu_h_used"), cost.get("cpu_utilisation")
+    lines.append(
+        f"| CPU-hours | {_g(cost.get('cpu_h_reserved', 0.0))} reserved, "
+        + (f"{_g(used)} used" if used is not None else "used not recorded")
+        + (f" ({100 * util:.0f}% of reserved) |" if util is not None else " |")
+    )
+    if cost.get("gpu_h_reserved"):
+        gpu_used = cost.get("gpu_h_used")
+        lines.append(
+            f"| GPU-hours | {_g(cost['gpu_h_reserved'])} reserved, "
+            + (
+                f"{_g(gpu_used)} used ({cost.get('gpu_util', 0):.0f}% mean utilisation) |"
+                if gpu_used is not None
+                else f"used unknown: {cost.get('gpu_note') or 'no utilisation recorded'} |"
+            )
+        )
+    else:
+        lines.append(f"| GPU-hours | none: {cost.get('gpu_note') or 'no GPU reserved'} |")
+    lines += [_money_line(cost), ""]
+    return lines
+
+
+def _money_line(cost: dict[str, Any]) -> str:
+    money, currency = cost.get("money"), cost.get("currency") or ""
+    if money is None:
+        return "| Cost | not priced (set cost.cpu_hour / cost.gpu_hour, or cost.node_type) |"
+    parts = []
+    if cost.get("money_cpu") is not None:
+        parts.append(f"CPU {_g(cost['cpu_h_reserved'])} h × {cost.get('cpu_hour')}")
+    if cost.get("money_gpu") is not None:
+        parts.append(f"GPU {_g(cost['gpu_h_reserved'])} h × {cost.get('gpu_hour')}")
+    elif cost.get("gpu_h_reserved"):
+        parts.append("GPU hours not priced")
+    node = f", node type {cost['node_type']}" if cost.get("node_type") else ""
+    return f"| Cost | {_g(money)} {currency} ({'; '.join(parts)}{node}) |"
 
 
 def copy_report(report: Location, output: str | Path | Location) -> Location:

@@ -5,6 +5,12 @@ command and stopped after it, bound to loopback, its session directory removed a
 end (:mod:`engine.train.embedded`). With an address, the command joins that cluster
 (token authentication is Ray's: ``RAY_AUTH_MODE=token`` and the token in the
 environment). A cluster already initialised in this process (tests) is reused.
+
+After a run that finished, the embedded cluster is stopped on a thread
+(:func:`wait_for_teardown` joins it; the process, whose thread it is, never exits
+before): the run is recorded, the summary printed and the report rendered meanwhile.
+After a failure or an interrupt it is stopped before anything is recorded, as the
+workers must be gone (and the logs kept) first.
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,7 +27,13 @@ from pathlib import Path
 from engine.config.schema import ScalingConfig
 from engine.errors import ClusterError
 from engine.runs.storage import Location, first_line
-from engine.train.embedded import LOOPBACK, init_kwargs, loopback_only, remove_session
+from engine.train.embedded import (
+    LOOPBACK,
+    end_autoscaler_monitor,
+    init_kwargs,
+    loopback_only,
+    remove_session,
+)
 
 
 @dataclass
@@ -48,13 +61,36 @@ class Cluster:
     keep_logs_in: Path | None = None
 
 
+#: How often Ray Train V2's controller polls the workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``;
+#: Ray's default is 2 s). A worker's ``report`` waits in a queue of one until a poll
+#: takes it, and the controller sees the training function return only at the poll
+#: after that: at 2 s an epoch shorter than 2 s waits for the poll, and every run ends
+#: 2-4 s after its last epoch (the measurements: docs/architecture.md). A poll is one
+#: small actor call per worker; one not answered within the interval is retried, not
+#: an error (a worker is declared dead after Train's 10-minute health-check timeout).
+TRAIN_POLL_S = "0.1"
+
+#: The embedded cluster being stopped on a thread after a finished run (see the module doc).
+_teardown: threading.Thread | None = None
+
+
+def wait_for_teardown() -> None:
+    """Return once the cluster this process is stopping in the background is stopped."""
+    if _teardown is not None:
+        _teardown.join()
+
+
 @contextmanager
 def ray_cluster(address: str | None) -> Iterator[Cluster]:
+    global _teardown
+    wait_for_teardown()  # a cluster still stopping is gone before another one starts
     address = address or os.environ.get("RAY_ADDRESS") or None
     if not address:
         loopback_only()  # before `import ray`: Ray reads the switch at import
     import ray
 
+    # Read by the driver when fit() starts Train's controller, on any cluster.
+    os.environ.setdefault("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", TRAIN_POLL_S)
     if ray.is_initialized():
         yield Cluster()
         return
@@ -98,13 +134,29 @@ def ray_cluster(address: str | None) -> Iterator[Cluster]:
     except BaseException:  # stopped part-way (Ctrl-C): end what had started
         ray.shutdown()
         raise
+    finished = False
     try:
         yield cluster
+        finished = True
     finally:
-        # Waiting for Ray's processes to end lets nothing write into the session dir after.
-        ray.shutdown(wait_for_processes=cluster.session_dir is not None)
-        if cluster.session_dir is not None:
-            remove_session(cluster.session_dir, cluster.keep_logs_in)
+        if finished and cluster.session_dir is not None:
+            # Not a daemon: the interpreter waits for it at exit, and the session dir goes.
+            _teardown = threading.Thread(target=_stop, args=(cluster,), name="lepton-ray-stop")
+            _teardown.start()
+        else:
+            _stop(cluster)
+
+
+def _stop(cluster: Cluster) -> None:
+    """Leave the cluster; an embedded one's processes end, then its session dir goes."""
+    import ray
+
+    if cluster.session_dir is not None:
+        end_autoscaler_monitor(cluster.session_dir)  # else the shutdown waits a second for it
+    # Waiting for Ray's processes to end lets nothing write into the session dir after.
+    ray.shutdown(wait_for_processes=cluster.session_dir is not None)
+    if cluster.session_dir is not None:
+        remove_session(cluster.session_dir, cluster.keep_logs_in)
 
 
 def prepare_worker_environment() -> None:

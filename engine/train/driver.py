@@ -12,6 +12,8 @@ from typing import Any
 from engine.config.load import checkpoint_metric
 from engine.config.schema import LeptonConfig
 from engine.errors import CheckpointError, LeptonError, RunInterrupted, TrainingFailed
+from engine.runs.clock import RunClock
+from engine.runs.cost import record_cost
 from engine.runs.layout import (
     CONFIG_FILE,
     RESULT_FILE,
@@ -87,10 +89,13 @@ def train(
     callbacks: Sequence[Any] = (),
     echo: Callable[[str], None] = print,
 ) -> RunSummary:
+    clock = RunClock.start()  # the `lepton` process's start (engine.runs.clock)
     run_dir = resolve_run_dir(cfg)
     # One live driver per run: the lock comes before anything is written into the run.
     with hold_run(run_dir, resume=cfg.resume, echo=echo):
-        return _train_in(run_dir, cfg, info, config_yaml, callbacks=callbacks, echo=echo)
+        return _train_in(
+            run_dir, cfg, info, config_yaml, callbacks=callbacks, echo=echo, clock=clock
+        )
 
 
 def _train_in(
@@ -101,6 +106,7 @@ def _train_in(
     *,
     callbacks: Sequence[Any],
     echo: Callable[[str], None],
+    clock: RunClock,
 ) -> RunSummary:
     from engine.train.cluster import (
         check_fits,
@@ -114,11 +120,13 @@ def _train_in(
     from engine.train.trainer import build_trainer
 
     metric, mode = checkpoint_metric(cfg, info)
+    earlier_cost = None  # a resumed run's cost so far: this invocation's adds to it
     if cfg.resume:
         previous = read_result(run_dir)
         if previous and previous.get("status") == "finished":
             echo(f"Run {run_dir} already finished; nothing to do.")
             return summarize(run_dir, metric, mode, "finished")
+        earlier_cost = (previous or {}).get("cost")
 
     info.task.check(cfg.task)  # data problems surface before Ray starts
     run_dir.mkdir()
@@ -134,6 +142,7 @@ def _train_in(
         mode=mode,
         callbacks=list(callbacks),
         cwd=os.getcwd(),
+        invocation=clock.invocation,
     )
     echo(
         f"Training {info.task.name} in {run_dir} "
@@ -160,13 +169,16 @@ def _train_in(
                 trainer = build_trainer(cfg, spec, run_dir)
                 with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
                     try:
+                        clock.fit_started = time.time()
                         guard.run(trainer.fit)
+                        clock.fit_ended = time.time()
                     except Exception:
                         if run_dir.is_local:  # the embedded cluster's logs outlive it here
                             cluster.keep_logs_in = run_dir.local_path / RAY_LOGS_DIR
                         raise
         except Interrupt as stop:  # the workers ended with the cluster (ray.shutdown)
-            raise _interrupted(run_dir, cfg, stop, started, metric, mode) from None
+            cost = record_cost(run_dir, cfg, clock, earlier_cost)
+            raise _interrupted(run_dir, cfg, stop, started, metric, mode, cost) from None
         except (KeyboardInterrupt, SystemExit):  # a cluster of the caller's: Train's own handler
             _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode)
             raise
@@ -196,8 +208,15 @@ def _train_in(
             remove_orphan_checkpoint_dirs(run_dir.name)
 
     summary = summarize(run_dir, metric, mode, "finished")
+    cost = record_cost(run_dir, cfg, clock, earlier_cost)
     _write_status(
-        run_dir, "finished", started=started, metric=metric, mode=mode, summary=summary.as_dict()
+        run_dir,
+        "finished",
+        started=started,
+        metric=metric,
+        mode=mode,
+        summary=summary.as_dict(),
+        cost=cost,
     )
     return summary
 
@@ -209,6 +228,7 @@ def _interrupted(
     started: float,
     metric: str,
     mode: str,
+    cost: dict[str, Any] | None = None,
 ) -> RunInterrupted:
     """Record a run stopped by a signal: ``result.json`` (status ``interrupted``, when, the
     best checkpoint so far) and, after a finished epoch, ``report.md``; then the error
@@ -216,7 +236,7 @@ def _interrupted(
     from engine.runs.layout import read_metrics
 
     rows = read_metrics(run_dir)
-    extra: dict[str, Any] = {"interrupted_at": time.time(), "signal": stop.name}
+    extra: dict[str, Any] = {"interrupted_at": time.time(), "signal": stop.name, "cost": cost}
     with contextlib.suppress(LeptonError, OSError, ValueError):
         extra["summary"] = summarize(run_dir, metric, mode, "interrupted").as_dict()
     _write_status(run_dir, "interrupted", started=started, metric=metric, mode=mode, **extra)

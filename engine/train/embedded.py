@@ -16,6 +16,19 @@ A cluster ``lepton`` starts for one command serves that command only, so (Ray 2.
 - **The dashboard stays, on 127.0.0.1 behind the token.** Train V2's placement-group
   cleaner asks the dashboard's state API whether the controller is alive; without the
   dashboard it concludes "dead" at once and every run logs a warning about it.
+- **No idle workers started in advance.** Ray starts one Python worker per CPU when the
+  first driver connects (``prestart_worker_first_driver``), for tasks without a runtime
+  environment. Nothing of a run can use them: Train's controller (and every actor it
+  creates) has a runtime environment of its own (the environment variables Train
+  passes on), so its processes are started afresh anyway. Not starting them saves their
+  start-up (``import ray`` and the connection, a CPU-second each) right when the
+  cluster and the controller start; see docs/architecture.md for the measurements.
+- **The autoscaler monitor ends first.** ``ray.shutdown()`` stops the GCS before the
+  monitor, whose SIGTERM handler then tries to report its own end to the GCS that is
+  gone, and blocks until Ray's one-second grace runs out and SIGKILLs it: every shutdown
+  waits that second. A one-machine cluster that never scales has no use for the monitor
+  (and ``ray.init`` has no switch to not start it; ``ray start --no-monitor`` has), so
+  :func:`end_autoscaler_monitor` SIGKILLs it just before, as Ray does a second later.
 - **The session directory goes.** Each ``ray.init`` writes ``<ray temp>/session_<time>_<pid>``
   (about 2 MB: logs, the dashboard's Grafana files, sockets); :func:`remove_session` deletes this
   command's own one (its path comes from ``ray.init()``'s ``address_info``) after
@@ -58,9 +71,41 @@ def init_kwargs(num_cpus: int) -> dict[str, Any]:
     return {
         "num_cpus": num_cpus,
         "dashboard_host": LOOPBACK,
-        # The agent's Prometheus page answers without Ray's token; nothing here reads it.
-        "_system_config": {"enable_metrics_collection": False},
+        "_system_config": {
+            # The agent's Prometheus page answers without Ray's token; nothing here reads it.
+            "enable_metrics_collection": False,
+            # Idle workers nothing of a run can use (see the module doc).
+            "prestart_worker_first_driver": False,
+        },
     }
+
+
+#: The autoscaler monitor's script, as its command line names it.
+_MONITOR_SCRIPT = "autoscaler/_private/monitor.py"
+
+
+def end_autoscaler_monitor(session_dir: Path) -> bool:
+    """SIGKILL the embedded cluster's autoscaler monitor (before ``ray.shutdown()``).
+
+    It is found among this process's children (``ray.init`` starts it) by its script and
+    by this session's log dir in its command line; True if it was. If Ray renames either,
+    nothing is found and the shutdown takes its second, as before.
+    """
+    try:
+        import psutil  # Ray's own dependency (bundled with it)
+    except ImportError:
+        return False
+    logs_dir = f"--logs-dir={session_dir / 'logs'}"
+    found = False
+    for child in psutil.Process().children():
+        with contextlib.suppress(psutil.Error):
+            args = child.cmdline()
+            if logs_dir in args and any(
+                a.replace(os.sep, "/").endswith(_MONITOR_SCRIPT) for a in args
+            ):
+                child.kill()  # Ray's shutdown then finds it ended and reaps it
+                found = True
+    return found
 
 
 def _not_worth_keeping(directory: str, names: list[str]) -> set[str]:

@@ -8,7 +8,9 @@ Per epoch, every rank: trains (DDP, autocast, gradient accumulation and clipping
 per-step LR schedule), validates its shard with the task's torchmetrics (synced
 across ranks on ``compute``); rank 0 appends the row to ``metrics.jsonl`` (the
 engine's own record); then every rank calls ``report`` exactly once — with a
-checkpoint written by rank 0 on checkpoint epochs.
+checkpoint written by rank 0 on checkpoint epochs. The row carries the epoch's timings
+(``train_time_s``, ``val_time_s``, ``cpu_s``, ``samples``; :mod:`~engine.train.timing`,
+which also records each attempt in ``timing.json`` for the run's cost).
 
 The steps before the first epoch live beside it: :mod:`~engine.train.prepare` (data,
 model, optimizer, …), :mod:`~engine.train.resume` (the checkpoint to start from);
@@ -34,6 +36,7 @@ from engine.train.batches import batch_size_of, move_to_device, validate_epoch
 from engine.train.prepare import Prepared, prepare, seed_everything, unwrap
 from engine.train.progress import ProgressWriter, format_row
 from engine.train.resume import restore
+from engine.train.timing import LoopTiming
 from engine.train.tracking import Tracker, make_tracker
 from engine.train.worker_context import (
     LocalContext,
@@ -84,6 +87,8 @@ class LoopSpec:
     #: The driver's working directory: relative data paths in the config mean the same
     #: thing on a worker (Ray starts workers elsewhere) as they did in ``task.check``.
     cwd: str | None = None
+    #: The driver invocation this attempt belongs to (``timing.json``; see engine.runs.cost).
+    invocation: str | None = None
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -106,6 +111,7 @@ class _Trained:
 def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     """Train per ``spec`` in the given context; returns the rows this worker produced."""
     cfg = spec.config
+    timing = LoopTiming(spec.run_dir, ctx, spec.invocation)  # the worker's start
     run = prepare(spec.info, cfg, ctx, cwd=spec.cwd)
     start = restore(spec.run_dir, cfg.resume, ctx, run)
 
@@ -118,23 +124,31 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     global_step = start.global_step
+    timing.epochs_begin(start.epoch)
     for epoch in range(start.epoch, cfg.trainer.epochs):
         trained = _train_epoch(spec, ctx, run, epoch, global_step, progress)
         global_step = trained.global_step
+        validating = time.perf_counter()
         val_loss, computed = _validate(run)
+        val_time = time.perf_counter() - validating
         row = _epoch_row(ctx, run, epoch, trained, val_loss, computed)
+        row.update(timing.epoch_keys(trained.samples, trained.train_time, val_time))
         if start.resumed_from is not None and epoch == start.epoch:
             row["resumed_from"] = start.resumed_from
         # The row goes to metrics.jsonl before the checkpoint is reported: a crash in
         # between then replays this epoch (a repeated row; readers keep the last)
         # instead of resuming past an epoch that has no row.
         _write_row(spec, ctx, row, tracker)
+        reporting = time.perf_counter()
         _report_epoch(spec, ctx, run, epoch, global_step, row)
+        timing.checkpointed(time.perf_counter() - reporting)
         for cb in spec.callbacks:
             cb.on_epoch_end(ctx, epoch, row)
         rows.append(row)
+    timing.epochs_end()
     record_workers(spec.run_dir, ctx, run.plain_model)
     tracker.finish()
+    timing.finish()
     return rows
 
 

@@ -6,6 +6,12 @@ Rank 0 keeps two files in the run directory: ``metrics.jsonl`` (a row per epoch)
 epoch row as one clean line, and, only when stdout is a terminal, a live line that
 is rewritten in place. Output that is not a terminal (CI, logs, pipes) gets the
 epoch lines and nothing else.
+
+Each line is flushed when printed: to a pipe Python buffers stdout in blocks, so the
+lines would otherwise come out together whenever Ray happened to flush (a worker's log
+line) or at exit. A local run dir is looked at every 0.25 s, so a line appears within
+about that of the row's ``time`` (the end of its epoch); when ``fit()`` returns, the
+rows not yet shown are printed at once.
 """
 
 from __future__ import annotations
@@ -90,7 +96,7 @@ class DriverProgress:
         *,
         echo: Callable[[str], None] = print,
         stream: TextIO | None = None,
-        interval_s: float = 0.5,
+        interval_s: float = 0.25,
     ) -> None:
         self.run_dir = Location.parse(run_dir)
         self.epochs = epochs
@@ -102,6 +108,7 @@ class DriverProgress:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._live_width = 0
+        self._lock = threading.Lock()  # the thread's poll and the last one never interleave
 
     def __enter__(self) -> DriverProgress:
         try:
@@ -113,22 +120,28 @@ class DriverProgress:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._stop.set()
+        """Training has ended (``fit()`` returned or raised): the rest of the rows, now."""
+        self._stop.set()  # wakes the thread from its wait; it ends after any poll under way
         if self._thread is not None:
             self._thread.join(timeout=5)
         self.poll()  # rows that landed after the last tick
-        self._clear_live()
+        with self._lock:
+            self._clear_live()
 
     def _run(self) -> None:
         while not self._stop.wait(self.interval_s):
             self.poll()
 
     def poll(self) -> None:
-        for row in self._new_rows():
-            self._clear_live()
-            self.echo(format_row(row, self.epochs))
-        if self.live:
-            self._show_live()
+        with self._lock:
+            rows = self._new_rows()
+            for row in rows:
+                self._clear_live()
+                self.echo(format_row(row, self.epochs))
+            if rows:
+                _flush(self.stream, sys.stdout)  # echo prints to stdout: out now, not at exit
+            if self.live:
+                self._show_live()
 
     def _new_rows(self) -> list[dict[str, Any]]:
         try:
@@ -156,8 +169,14 @@ class DriverProgress:
         self.stream.flush()
         self._live_width = len(text)
 
-    def _clear_live(self) -> None:
+    def _clear_live(self) -> None:  # with the lock held
         if self.live and self._live_width:
             self.stream.write("\r" + " " * self._live_width + "\r")
             self.stream.flush()
             self._live_width = 0
+
+
+def _flush(*streams: TextIO) -> None:
+    for stream in dict.fromkeys(streams):  # each once
+        with contextlib.suppress(OSError, ValueError, AttributeError):
+            stream.flush()
