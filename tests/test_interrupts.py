@@ -183,6 +183,24 @@ def test_orphans_of_this_run_are_removed_live_and_other_runs_kept(tmp_path):
     )
 
 
+def test_orphan_cleanup_waits_for_a_worker_that_is_still_ending(tmp_path):
+    """A worker the driver has just stopped may still be reaped when the driver cleans
+    up (as on a loaded machine): the cleanup waits for it instead of leaving its dir."""
+    ending = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1.0)"])
+    try:
+        ckpt = tmp_path / f"lepton-ckpt-sig-{ending.pid}-abc12"
+        ckpt.mkdir()
+        assert remove_orphan_checkpoint_dirs("sig", tmp_path) == []  # alive: kept
+        reaper = threading.Thread(target=ending.wait)  # the parent reaps it, as Ray's would
+        reaper.start()
+        assert remove_orphan_checkpoint_dirs("sig", tmp_path, wait_s=30) == [ckpt]
+        assert not ckpt.exists()
+        reaper.join()
+    finally:
+        ending.kill()
+        ending.wait()
+
+
 def _session(root: Path, name: str) -> Path:
     session = root / name
     (session / "logs" / "train").mkdir(parents=True)

@@ -205,7 +205,7 @@ def _train_in(
             ) from exc
         finally:
             # Workers killed hard never remove their temporary checkpoint dirs.
-            remove_orphan_checkpoint_dirs(run_dir.name)
+            remove_orphan_checkpoint_dirs(run_dir.name, wait_s=10.0)
 
     summary = summarize(run_dir, metric, mode, "finished")
     cost = record_cost(run_dir, cfg, clock, earlier_cost)

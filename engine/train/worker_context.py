@@ -210,24 +210,38 @@ def temporary_checkpoint_dir() -> Iterator[str]:
         shutil.rmtree(path, ignore_errors=True)
 
 
-def remove_orphan_checkpoint_dirs(run_name: str, temp_dir: str | Path | None = None) -> list[Path]:
+def remove_orphan_checkpoint_dirs(
+    run_name: str, temp_dir: str | Path | None = None, *, wait_s: float = 0.0
+) -> list[Path]:
     """Remove the temporary checkpoint dirs of ``run_name`` whose process is gone.
 
     Only dirs of this run's name, and only those whose creating process no longer runs
     on this machine: a live worker (of this run on a shared cluster, or another run of
-    the same name elsewhere) keeps its dir. Returns the dirs removed.
+    the same name elsewhere) keeps its dir. ``wait_s``: how long to wait for such a
+    process to end first (the driver has just stopped its workers, which a loaded
+    machine may take a few seconds to reap). Returns the dirs removed.
     """
     root = Path(temp_dir or tempfile.gettempdir())
     pattern = re.compile(
         re.escape(f"{CHECKPOINT_TMP_PREFIX}{_safe_tag(run_name)}-") + r"(\d+)-[^-]+"
     )
-    removed = []
+    pending: dict[Path, int] = {}
     with contextlib.suppress(OSError):
         for path in root.iterdir():
             match = pattern.fullmatch(path.name)
-            if match and path.is_dir() and not _process_alive(int(match.group(1))):
+            if match and path.is_dir():
+                pending[path] = int(match.group(1))
+    removed = []
+    deadline = time.monotonic() + wait_s
+    while pending:
+        for path, pid in list(pending.items()):
+            if not _process_alive(pid):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
+                del pending[path]
+        if not pending or time.monotonic() >= deadline:
+            break
+        time.sleep(0.2)
     return removed
 
 
