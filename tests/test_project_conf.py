@@ -133,6 +133,16 @@ def test_unknown_experiment_without_any_project(elsewhere, capsys):
     assert "'nosuch'" in err and "Available: none." in err and "Traceback" not in err
 
 
+def test_an_unknown_experiment_that_was_to_choose_the_task_is_named(elsewhere, capsys):
+    """Without task=..., Hydra stops at the missing task; the experiment that would have
+    set it is the mistake to name."""
+    assert cli.main(["train", "experiment=nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "No option 'nosuch' in config group 'experiment'" in err and "Traceback" not in err
+    assert cli.main(["train"]) == 2
+    assert "No task chosen" in capsys.readouterr().err
+
+
 def test_a_project_option_shadows_the_engine_option(project, monkeypatch, capsys):
     engine_file = CONF_DIR / "optimizer" / "adamw.yaml"
     engine_wd = yaml.safe_load(engine_file.read_text())["weight_decay"]

@@ -80,13 +80,11 @@ def e2e(ctx: Context) -> BenchResult:
         get = span_of(start, end)
         delta = runs.median_delta(LEPTON, HAND, get)
         rows.append(
-            Row(
+            runs.row(
                 f"`lepton train`: {label}",
-                runs.median_of(LEPTON, get),
-                "s",
-                lab,
-                runs.median_of(HAND, get),
-                runs.median_ratio(LEPTON, HAND, get),
+                LEPTON,
+                HAND,
+                get,
                 note="" if delta is None else f"lepton − script {delta:+.2f} s",
             )
         )
@@ -105,17 +103,7 @@ def e2e(ctx: Context) -> BenchResult:
             note="last row's `time` to exit",
         )
     )
-    acc_l, acc_h = runs.median_of(LEPTON, _acc), runs.median_of(HAND, _acc)
-    rows.append(
-        Row(
-            "final val accuracy",
-            acc_l,
-            "",
-            lab,
-            acc_h,
-            runs.median_ratio(LEPTON, HAND, _acc),
-        )
-    )
+    rows.append(runs.row("final val accuracy", LEPTON, HAND, _acc, unit=""))
     diff = runs.median_delta(LEPTON, HAND, _acc)
     diff = None if diff is None else round(diff, 6) + 0.0  # no -0
     rows.append(

@@ -268,26 +268,18 @@ def _ray_start_rows(ctx: Context, result: BenchResult, runs: WholeRuns) -> dict[
         )
     )
     # What a Train run costs and loses without the dashboard: the hand-written script both ways.
-    wall = runs.median_of(HAND_NO_DASH, lambda r: r.proc.wall_s)
     rows.append(
-        Row(
+        runs.row(
             "(b) Train run without the dashboard: wall time",
-            wall,
-            "s",
-            LABELS[HAND],
-            runs.median_of(HAND, lambda r: r.proc.wall_s),
-            runs.median_ratio(HAND_NO_DASH, HAND, lambda r: r.proc.wall_s),
+            HAND_NO_DASH,
+            HAND,
+            lambda r: r.proc.wall_s,
         )
     )
     first = span_of("launched", "first_step")
     rows.append(
-        Row(
-            "(b) Train run without the dashboard: launch to first step",
-            runs.median_of(HAND_NO_DASH, first),
-            "s",
-            LABELS[HAND],
-            runs.median_of(HAND, first),
-            runs.median_ratio(HAND_NO_DASH, HAND, first),
+        runs.row(
+            "(b) Train run without the dashboard: launch to first step", HAND_NO_DASH, HAND, first
         )
     )
     for variant in (HAND, HAND_NO_DASH, LEPTON):
@@ -422,13 +414,11 @@ def _start_rows(ctx: Context, result: BenchResult, runs: WholeRuns) -> dict[str,
     for start, end, label, note in phases_:
         get = span_of(start, end)
         rows.append(
-            Row(
+            runs.row(
                 f"(c) {label}",
-                runs.median_of(LEPTON, get),
-                "s",
-                LABELS[HAND],
-                runs.median_of(HAND, get),
-                runs.median_ratio(LEPTON, HAND, get),
+                LEPTON,
+                HAND,
+                get,
                 note=f"{note}; lepton − script {_fmt_delta(runs.median_delta(LEPTON, HAND, get))}",
             )
         )
@@ -483,13 +473,11 @@ def _end_rows(result: BenchResult, runs: WholeRuns) -> None:
     rows = result.rows
     total = span_of("last_row", "exit")
     rows.append(
-        Row(
+        runs.row(
             "(d) end of the last epoch to process exit",
-            runs.median_of(LEPTON, total),
-            "s",
-            LABELS[HAND],
-            runs.median_of(HAND, total),
-            runs.median_ratio(LEPTON, HAND, total),
+            LEPTON,
+            HAND,
+            total,
             note="last metrics row's `time` to exit",
         )
     )
@@ -499,16 +487,7 @@ def _end_rows(result: BenchResult, runs: WholeRuns) -> None:
         ("ray_gone", "every Ray process gone"),
     ):
         get = span_of("last_row", end)
-        rows.append(
-            Row(
-                f"(d) … last epoch row to {label}",
-                runs.median_of(LEPTON, get),
-                "s",
-                LABELS[HAND],
-                runs.median_of(HAND, get),
-                runs.median_ratio(LEPTON, HAND, get),
-            )
-        )
+        rows.append(runs.row(f"(d) … last epoch row to {label}", LEPTON, HAND, get))
     for end, label in (
         ("finished_recorded", "result.json marked `finished`"),
         ("report_line", "the `Report:` line"),

@@ -159,17 +159,23 @@ def _run_one(ctx: Context, variant: str, rep: int) -> TrainRun:
         timeout_s=s.timeout_s,
         first_step=probe,
     )
-    run = TrainRun(variant, rep, proc, _last_row_per_epoch(metrics_file), first_seen=probe.first)
-    if proc.timed_out:
-        run.error = f"timed out after {s.timeout_s:.0f}s"
-    elif proc.returncode != 0:
-        run.error = f"exit status {proc.returncode}"
-    elif len(run.epochs) != w.epochs:
-        run.error = f"{len(run.epochs)} of {w.epochs} epochs recorded"
+    run = TrainRun(variant, rep, proc, last_row_per_epoch(metrics_file), first_seen=probe.first)
+    run.error = run_error(proc, len(run.epochs), w.epochs, s.timeout_s)
     return run
 
 
-def _last_row_per_epoch(path: Path) -> list[dict[str, Any]]:
+def run_error(proc: ProcRun, epochs_recorded: int, epochs: int, timeout_s: float) -> str | None:
+    """Why a timed training process does not count, or None when it does."""
+    if proc.timed_out:
+        return f"timed out after {timeout_s:.0f}s"
+    if proc.returncode != 0:
+        return f"exit status {proc.returncode}"
+    if epochs_recorded != epochs:
+        return f"{epochs_recorded} of {epochs} epochs recorded"
+    return None
+
+
+def last_row_per_epoch(path: Path) -> list[dict[str, Any]]:
     rows: dict[int, dict[str, Any]] = {}
     if path.is_file():
         for line in path.read_text(encoding="utf-8").splitlines():
@@ -181,7 +187,7 @@ def _last_row_per_epoch(path: Path) -> list[dict[str, Any]]:
     return [rows[k] for k in sorted(rows)]
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
+def read_json(path: Path) -> dict[str, Any] | None:
     try:
         data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
         return data
@@ -203,7 +209,7 @@ class FileTimeProbe:
         self.first: dict[str, Any] | None = None
 
     def __call__(self) -> float | None:
-        data = _read_json(self.path)
+        data = read_json(self.path)
         if not data or "time" not in data:
             return None
         self.first = data

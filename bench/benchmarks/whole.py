@@ -22,8 +22,8 @@ from typing import Any
 
 import psutil
 
-from bench.benchmarks.runs import FileTimeProbe, _last_row_per_epoch, _read_json
-from bench.core import Context, median, ratio
+from bench.benchmarks.runs import FileTimeProbe, last_row_per_epoch, read_json, run_error
+from bench.core import Context, Row, median, ratio
 from bench.proc import ProcRun, ProcSeen, run_monitored
 from bench.spec import Workload
 
@@ -231,6 +231,27 @@ class WholeRuns:
     ) -> float | None:
         return median(ratio(get(a), get(b)) for a, b in self.pairs(num, den))
 
+    def row(
+        self,
+        metric: str,
+        num: str,
+        den: str,
+        get: Callable[[WholeRun], float | None],
+        unit: str = "s",
+        **more: Any,
+    ) -> Row:
+        """``num``'s median against ``den``'s, as one table row (the ratio is the median of
+        the per-pair ratios); ``more``: Row's target, status and note."""
+        return Row(
+            metric,
+            self.median_of(num, get),
+            unit,
+            LABELS[den],
+            self.median_of(den, get),
+            self.median_ratio(num, den, get),
+            **more,
+        )
+
     def median_delta(
         self, num: str, den: str, get: Callable[[WholeRun], float | None]
     ) -> float | None:
@@ -328,18 +349,13 @@ def _run_one(ctx: Context, w: Workload, variant: str, rep: int) -> WholeRun:
         variant,
         rep,
         proc,
-        _last_row_per_epoch(metrics_file),
+        last_row_per_epoch(metrics_file),
         first_step_at=None if proc.first_step_s is None else proc.launched_at + proc.first_step_s,
-        result=_read_json(run_dir / "result.json") if lepton else None,
+        result=read_json(run_dir / "result.json") if lepton else None,
         marks=_engine_marks(run_dir) if lepton else _script_marks(run_dir),
         other_clusters=others,
     )
-    if proc.timed_out:
-        run.error = f"timed out after {s.timeout_s:.0f}s"
-    elif proc.returncode != 0:
-        run.error = f"exit status {proc.returncode}"
-    elif len(run.rows) != w.epochs:
-        run.error = f"{len(run.rows)} of {w.epochs} epochs recorded"
+    run.error = run_error(proc, len(run.rows), w.epochs, s.timeout_s)
     return run
 
 
@@ -350,14 +366,14 @@ def _times(data: dict[str, Any] | None, keys: tuple[str, ...]) -> dict[str, floa
 
 def _script_marks(out: Path) -> dict[str, float]:
     """The hand-written script's ``marks.json`` (rank 0's own times)."""
-    return _times(_read_json(out / "marks.json"), ("loop_entered", "epochs_started", "loop_ended"))
+    return _times(read_json(out / "marks.json"), ("loop_entered", "epochs_started", "loop_ended"))
 
 
 def _engine_marks(run_dir: Path) -> dict[str, float]:
     """The same moments from the engine's ``timing.json``, where the run writes one: the
     first attempt's ``worker_started`` (the first rank's entry into the loop) and
     ``epochs_started``, the last attempt's ``loop_ended``. Missing or another shape: none."""
-    attempts = (_read_json(run_dir / "timing.json") or {}).get("attempts")
+    attempts = (read_json(run_dir / "timing.json") or {}).get("attempts")
     if not isinstance(attempts, list) or not attempts or not isinstance(attempts[0], dict):
         return {}
     first = _times(attempts[0], ("worker_started", "epochs_started"))

@@ -71,7 +71,7 @@ def compose_over(
     except MissingConfigException as exc:
         raise _missing_config_error(exc, registry, dirs) from None
     except (HydraException, OmegaConfBaseException) as exc:
-        raise _override_error(exc, registry, dirs) from None
+        raise _override_error(exc, registry, dirs, overrides) from None
 
 
 @contextmanager
@@ -136,7 +136,10 @@ def _no_option_error(group: str, option: str, dirs: Sequence[SearchDir]) -> Conf
 
 
 def _override_error(
-    exc: Exception, registry: PluginRegistry, dirs: Sequence[SearchDir] = ()
+    exc: Exception,
+    registry: PluginRegistry,
+    dirs: Sequence[SearchDir] = (),
+    overrides: Sequence[str] = (),
 ) -> ConfigError:
     text = " ".join(str(exc).split())
     if text.startswith("Could not override 'experiment'.") and "+experiment=" in text:
@@ -145,6 +148,13 @@ def _override_error(
         option = text.split("+experiment=", 1)[1].strip()
         return _no_option_error("experiment", option, dirs)
     if "You must specify 'task'" in text:
+        # An experiment that would have set the task but does not exist: Hydra stops at the
+        # missing task before it looks for the experiment, so name the experiment here.
+        from engine.config.project import group_options
+
+        chosen = [o.split("=", 1)[1] for o in overrides if o.startswith("experiment=")]
+        if chosen and chosen[-1] not in group_options(dirs, "experiment"):
+            return _no_option_error("experiment", chosen[-1], dirs)
         return ConfigError(
             f"No task chosen. Add task=<name>; installed tasks: {_installed_tasks(registry)}."
         )

@@ -64,8 +64,8 @@ class Cluster:
 #: How often Ray Train V2's controller polls the workers (``RAY_TRAIN_HEALTH_CHECK_INTERVAL_S``;
 #: Ray's default is 2 s). A worker's ``report`` waits in a queue of one until a poll
 #: takes it, and the controller sees the training function return only at the poll
-#: after that: at 2 s an epoch shorter than 2 s waits for the poll, and every run ends
-#: 2-4 s after its last epoch (the measurements: docs/architecture.md). A poll is one
+#: after that: at 2 s an epoch shorter than 2 s waits for the poll, and every run ended
+#: 4-6 s after its last epoch (docs/architecture.md, *Fixed costs*). A poll is one
 #: small actor call per worker; one not answered within the interval is retried, not
 #: an error (a worker is declared dead after Train's 10-minute health-check timeout).
 TRAIN_POLL_S = "0.1"

@@ -98,6 +98,9 @@ class RayContext(WorkerContext):
         import ray
         import ray.train
 
+        from engine.train.orphan_guard import exit_with_raylet
+
+        exit_with_raylet()  # no rows or checkpoints from a worker whose cluster is gone
         _quiet_report_log()
         ctx = ray.train.get_context()
         _tag_checkpoint_dirs(ctx.get_experiment_name())  # the run's name (RunConfig.name)
