@@ -22,6 +22,7 @@ from engine import __version__
 #: The command modules, in the order ``lepton --help`` lists them.
 COMMANDS = (
     "engine.train.train_command",
+    "engine.tune.tune_command",
     "engine.plugins_command",
     "engine.runs.runs_command",
     "engine.inference.evaluate_command",
@@ -36,6 +37,8 @@ EPILOG = """examples:
   lepton train experiment=digits_resnet            a preset from conf/experiment/
   lepton train task=vision --cfg job               print the composed config and exit
   lepton train --from runs/<run> optimizer.lr=3e-4 a new run from an earlier run's config
+  lepton tune task=vision 'optimizer.lr=tag(log,interval(1e-4,1e-1))' scaling.num_workers=1
+                                                   a sweep (ASHA), best config and checkpoint
   lepton plugins                                   installed plugins and their tasks
   lepton runs                                      runs under ./runs with status and best metric
   lepton evaluate runs/<run>                       best checkpoint on the validation split

@@ -1,7 +1,9 @@
 """``lepton train --from RUN_DIR``: a new run that starts from an earlier run's config.
 
 The starting point is the run's resolved ``config.yaml`` (a local path or an object-store
-URI, read through :class:`~engine.runs.storage.Location`). It becomes Hydra's primary
+URI, read through :class:`~engine.runs.storage.Location`); for a sweep directory
+(``lepton tune``) its ``best.yaml``, the best trial's config; or a config file given by
+its path (``--from SWEEP_DIR/best.yaml``, ``--from RUN/config.yaml``). It becomes Hydra's primary
 config, in a directory of its own, and the key overrides apply on top with Hydra's
 syntax (``key=value``, ``+key=value``, ``~key``), so an unknown key is the same
 :class:`~engine.errors.ConfigError` as for ``lepton train``.
@@ -25,6 +27,7 @@ from engine.errors import ConfigError
 if TYPE_CHECKING:
     from engine.config.load import LoadedConfig
     from engine.plugins import PluginRegistry
+    from engine.runs.storage import Location
 
 #: Groups whose options differ mainly by their ``name`` key.
 _NAMED_GROUPS = ("optimizer", "scheduler", "logger")
@@ -46,13 +49,7 @@ def load_config_from_run(
 
     registry = registry or get_registry()
     shown = os.fspath(run_dir)
-    source = Location.parse(run_dir) / "config.yaml"
-    if not source.is_file():
-        raise ConfigError(
-            f"{shown} has no config.yaml ({source}).",
-            hint="--from takes a run directory written by `lepton train`; "
-            "`lepton runs` lists the runs under ./runs.",
-        )
+    source = _config_source(Location.parse(run_dir), shown)
     _refuse_group_overrides(overrides, registry, shown)
     try:
         old = OmegaConf.create(source.read_text())
@@ -69,6 +66,25 @@ def load_config_from_run(
         raw = compose_over([SearchDir(f"run {shown}", Path(tmp))], list(overrides), registry)
     typed, info = to_typed(raw, registry)
     return LoadedConfig(typed, info, to_yaml(raw), raw)
+
+
+def _config_source(where: Location, shown: str) -> Location:
+    """The YAML file ``--from`` names: the file itself, a sweep's ``best.yaml``, or a
+    run's ``config.yaml``."""
+    from engine.runs.sweep_dir import best_config_file, is_sweep_dir
+
+    if where.is_file():
+        return where
+    if is_sweep_dir(where):
+        return best_config_file(where)
+    source = where / "config.yaml"
+    if not source.is_file():
+        raise ConfigError(
+            f"{shown} has no config.yaml ({source}).",
+            hint="--from takes a run directory written by `lepton train`, a sweep directory "
+            "(its best.yaml) or a config file; `lepton runs` lists those under ./runs.",
+        )
+    return source
 
 
 def _refuse_group_overrides(

@@ -44,6 +44,9 @@ class ScalingConfig:
     cpus_per_worker: float = 1.0
     gpus_per_worker: float = 1.0
     placement_strategy: str = "PACK"
+    #: No Ray: the loop runs in the ``lepton`` process itself (``scaling=inprocess``;
+    #: engine/train/inprocess.py). One worker; ``cpus_per_worker`` is its torch threads.
+    in_process: bool = False
 
 
 @dataclass
@@ -194,12 +197,39 @@ def validate(cfg: LeptonConfig) -> None:
         _run_name(cfg.run.name)
     if s.use_gpu:
         _positive("scaling.gpus_per_worker", s.gpus_per_worker)
+    if s.in_process:
+        _in_process(cfg)
     _cost(cfg.cost)
     if cfg.scheduler.warmup_epochs >= t.epochs and cfg.scheduler.warmup_epochs > 0:
         raise ConfigError(
             f"scheduler.warmup_epochs={cfg.scheduler.warmup_epochs} is not below "
             f"trainer.epochs={t.epochs}.",
             hint="Lower the warm-up or train for more epochs.",
+        )
+
+
+def _in_process(cfg: LeptonConfig) -> None:
+    """``scaling.in_process=true``: one worker (this process), whole CPUs (its torch
+    threads), and no Ray cluster to join."""
+    s = cfg.scaling
+    if s.num_workers != 1:
+        raise ConfigError(
+            f"scaling.in_process=true trains in the lepton process itself: exactly one "
+            f"worker, but scaling.num_workers={s.num_workers}.",
+            hint="Set scaling.num_workers=1, or scaling.in_process=false to train "
+            f"{s.num_workers} workers on Ray (as scaling=local does).",
+        )
+    if s.cpus_per_worker != int(s.cpus_per_worker):
+        raise ConfigError(
+            f"Invalid value for 'scaling.cpus_per_worker': {s.cpus_per_worker:g}.",
+            hint="With scaling.in_process=true it is the number of torch threads: a whole "
+            f"number, e.g. scaling.cpus_per_worker={max(1, round(s.cpus_per_worker))}.",
+        )
+    if cfg.ray.address is not None:
+        raise ConfigError(
+            f"ray.address={cfg.ray.address} does not apply with scaling.in_process=true "
+            "(no Ray: the run trains in this process).",
+            hint="Drop ray.address, or set scaling.in_process=false to train on that cluster.",
         )
 
 

@@ -3,8 +3,9 @@
 The model is rebuilt from the checkpoint (safetensors + ``task.json``), the data
 from the checkpoint's task config with any ``task.*`` overrides applied, and the
 metrics are the task's own, computed by the same code the training loop validates
-with. Results go to ``eval.json`` beside the checkpoint (or where ``-o`` says: an
-existing file there only with ``force``, never a run's own files).
+with. A sweep directory means its best trial's checkpoint (``best.json``). Results go to
+``eval.json`` beside the checkpoint, so for a sweep inside the best trial's directory (or
+where ``-o`` says: an existing file there only with ``force``, never a run's own files).
 """
 
 from __future__ import annotations
@@ -17,8 +18,10 @@ from typing import Any
 from engine.errors import CheckpointError, ConfigError
 from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
 from engine.runs.layout import EVAL_FILE, display_epoch, resolve_checkpoint
+from engine.runs.lineage import describe, lineage_of
 from engine.runs.outputs import check_output_path
 from engine.runs.storage import Location
+from engine.runs.sweep_dir import is_sweep_dir
 
 
 def apply_task_overrides(loaded: LoadedModel, overrides: list[str]) -> Any:
@@ -105,6 +108,7 @@ def evaluate(
         "samples": len(bundle.val),
         "metrics": values,
         "recorded_metrics": loaded.meta.get("metrics", {}),
+        "lineage": lineage_of(loaded.meta),
         "extras": to_jsonable(extras),
         "seconds": round(time.perf_counter() - started, 3),
     }
@@ -114,6 +118,8 @@ def evaluate(
     written = {**result, "checkpoint": checkpoint.name} if inside else result
     target.write_text(json.dumps(written, indent=2) + "\n")
     result["written_to"] = str(target)
+    if is_sweep_dir(path):  # the best trial's checkpoint: its eval.json is in that trial
+        result["sweep"] = {"dir": str(path), "trial": checkpoint.parent.name}
     return result
 
 
@@ -121,6 +127,8 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"Checkpoint: {result['checkpoint']} (task {result['task']}, epoch {display_epoch(result['epoch'])})"
     ]
+    if "lineage" in result:
+        lines.append(f"Lineage:    {describe(result['lineage'])}")
     lines.append(f"Samples:    {result['samples']}")
     width = max(len(k) for k in result["metrics"])
     for key, value in result["metrics"].items():
@@ -136,5 +144,7 @@ def format_result(result: dict[str, Any]) -> str:
     for key, value in result.get("extras", {}).items():
         if isinstance(value, (int, float)):
             lines.append(f"  {key}  {value:.4f}")
-    lines.append(f"Written to: {result.get('written_to')}")
+    sweep = result.get("sweep")
+    where = f" (in the best trial {sweep['trial']} of sweep {sweep['dir']})" if sweep else ""
+    lines.append(f"Written to: {result.get('written_to')}{where}")
     return "\n".join(lines)

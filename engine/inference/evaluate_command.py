@@ -16,10 +16,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Evaluate a run's best checkpoint (or a checkpoint directory). task.* overrides "
         "point it at new data, e.g. task.data.path=new.csv.",
     )
-    parser.add_argument("path", help="run directory or checkpoint directory")
+    parser.add_argument("path", help="run, sweep (its best trial) or checkpoint directory")
     parser.add_argument("overrides", nargs="*", metavar="OVERRIDE", help="task.* overrides")
     parser.add_argument(
-        "-o", "--output", help="where to write eval.json (default: beside the checkpoint)"
+        "-o",
+        "--output",
+        help="where to write eval.json (default: beside the checkpoint; for a sweep, in its best trial)",
     )
     parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     parser.add_argument("--json", action="store_true", help="print the result as JSON")

@@ -14,7 +14,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
         "predict", help="batch prediction from a file or folder of inputs"
     )
-    parser.add_argument("path", help="run directory or checkpoint directory")
+    parser.add_argument("path", help="run, sweep (its best trial) or checkpoint directory")
     parser.add_argument(
         "overrides",
         nargs="*",

@@ -6,8 +6,9 @@ Layout of a checkpoint directory::
     training_state.safetensors  optimizer / scheduler / grad-scaler tensors
     training_state.json         the non-tensor parts of that state
     task.json                   task, plugin, versions, task config, artifacts,
-                                epoch, metrics, and the size and SHA-256 of every
-                                file above
+                                epoch, metrics, lineage (config hash, git commit,
+                                W&B run, sweep trial: engine.runs.lineage), and the
+                                size and SHA-256 of every file above
 
 Nothing here unpickles: tensors come from safetensors, everything else is JSON.
 ``task.json`` is written last and lists every other file with its size and SHA-256
@@ -112,8 +113,14 @@ def save_checkpoint(
     metrics: dict[str, float],
     training_state: dict[str, Any] | None = None,
     seed: int | None = None,
+    lineage: dict[str, Any] | None = None,
 ) -> Path:
-    """Write a complete checkpoint into ``directory`` (which should be empty/temporary)."""
+    """Write a complete checkpoint into ``directory`` (which should be empty/temporary).
+
+    ``lineage``: where it came from (:func:`engine.runs.lineage.build_lineage`), recorded
+    as ``task.json``'s ``"lineage"``; left out when None. Readers never need it to load a
+    checkpoint (older ones have none).
+    """
     from safetensors.torch import save_file, save_model
 
     path = Path(directory)
@@ -139,6 +146,8 @@ def save_checkpoint(
         "artifacts": artifacts,
         "files": files,
     }
+    if lineage is not None:
+        meta["lineage"] = to_jsonable(lineage)  # engine.runs.lineage.LINEAGE_KEY
     _write_json(path / META_FILE, meta)  # last: its presence marks the directory whole
     return path
 

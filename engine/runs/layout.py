@@ -37,6 +37,7 @@ from typing import Any
 from engine.errors import CheckpointError, RunFileError
 from engine.runs.checkpoint import META_FILE, is_complete
 from engine.runs.storage import Location, first_line
+from engine.runs.sweep_dir import SWEEP_FILE, sweep_checkpoint
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -322,7 +323,8 @@ def best_checkpoint(run_dir: Where, result: dict[str, Any] | None) -> Location |
 
 
 def resolve_checkpoint(path: str | Path | Location) -> Location:
-    """A checkpoint from a checkpoint or a run directory (its best checkpoint).
+    """A checkpoint from a checkpoint, a run directory (its best checkpoint) or a sweep
+    directory (the checkpoint its ``best.json`` names: see :mod:`engine.runs.sweep_dir`).
 
     A run that has no result summary yet (still running, or interrupted) gives its newest
     whole checkpoint, and says so on stderr; a finished run gives the best checkpoint
@@ -331,6 +333,8 @@ def resolve_checkpoint(path: str | Path | Location) -> Location:
     p = Location.parse(path)
     if (p / META_FILE).is_file():
         return p
+    if (p / SWEEP_FILE).is_file():
+        return sweep_checkpoint(p)
     if (p / CONFIG_FILE).is_file() or (p / RESULT_FILE).is_file():
         result = load_result(p)
         best = best_checkpoint(p, result)
@@ -357,9 +361,11 @@ def resolve_checkpoint(path: str | Path | Location) -> Location:
         return newest
     if not p.exists():
         raise CheckpointError(
-            f"{p} does not exist.", hint="Pass a run directory or a checkpoint directory."
+            f"{p} does not exist.",
+            hint="Pass a run directory, a sweep directory or a checkpoint directory.",
         )
     raise CheckpointError(
-        f"{p} is neither a run directory nor a checkpoint.",
-        hint="A run directory holds config.yaml and checkpoint_*/; a checkpoint holds task.json.",
+        f"{p} is neither a run directory nor a checkpoint (nor a sweep directory).",
+        hint="A run directory holds config.yaml and checkpoint_*/; a checkpoint holds "
+        "task.json; a sweep directory holds sweep.json.",
     )

@@ -25,6 +25,7 @@ from engine.runs.layout import (
     read_json,
     read_metrics,
 )
+from engine.runs.lineage import describe, lineage_of
 from engine.runs.storage import Location, first_line
 
 REPORT_FILE = "report.md"
@@ -230,6 +231,7 @@ def _markdown(
         f"| Wall time | {result.get('wall_s', '?')} s |",
         f"| Throughput | {sum(steady) / len(steady):.0f} samples/s (mean over epochs after the first) |",
         f"| Best checkpoint | `{best_ckpt or '-'}` |",
+        *_lineage_row(meta),
         "",
         *_cost_section(result.get("cost")),
         "## Per epoch",
@@ -270,6 +272,15 @@ _PHASE_LABELS = {
     "shutdown_driver": "shutdown: driver (summary, Ray if not in the background)",
     "other": "other (row writes, restarts)",
 }
+
+
+def _lineage_row(meta: dict[str, Any]) -> list[str]:
+    """The best checkpoint's lineage (config hash, commit, W&B run, trial), when recorded."""
+    lineage = lineage_of(meta)
+    if lineage is None:
+        return []
+    cell = describe(lineage).replace("|", "\\|")  # a swept string value may hold one
+    return [f"| Lineage | {cell} |"]
 
 
 def _g(value: float) -> str:

@@ -1,4 +1,4 @@
-"""``lepton runs``: the runs under a run root, one line each."""
+"""``lepton runs``: the runs and sweeps under a run root, one line each."""
 
 from __future__ import annotations
 
@@ -9,7 +9,8 @@ from typing import Any
 
 def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = subparsers.add_parser(
-        "runs", help="list runs: name, task, status, best metric, epochs, age"
+        "runs",
+        help="list runs and sweeps: name, kind, task, status, best metric, epochs, trials, age",
     )
     parser.add_argument("dir", nargs="?", default="runs", help="run root (default: runs)")
     parser.add_argument("--json", action="store_true", help="machine-readable output")
@@ -25,5 +26,5 @@ def run(args: argparse.Namespace) -> int:
     elif runs:
         print(format_runs(runs))
     else:
-        print(f"No runs under {args.dir}.")
+        print(f"No runs or sweeps under {args.dir}.")
     return 0

@@ -1,4 +1,5 @@
-"""``lepton train``: from a typed config to a finished run directory, on Ray Train."""
+"""``lepton train``: from a typed config to a finished run directory, on Ray Train or, with
+``scaling.in_process``, in this process (:mod:`engine.train.inprocess`)."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import os
 import socket
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from engine.config.load import checkpoint_metric
 from engine.config.schema import LeptonConfig
@@ -28,6 +29,9 @@ from engine.runs.storage import Location, first_line
 from engine.task import TaskInfo
 from engine.train.embedded import RAY_LOGS_DIR
 from engine.train.interrupts import Interrupt, InterruptGuard, resume_command
+
+if TYPE_CHECKING:
+    from engine.train.loop import LoopSpec
 
 
 def resolve_run_dir(cfg: LeptonConfig) -> Location:
@@ -108,17 +112,9 @@ def _train_in(
     echo: Callable[[str], None],
     clock: RunClock,
 ) -> RunSummary:
-    from engine.train.cluster import (
-        check_fits,
-        check_nodes_reach_storage,
-        check_storage,
-        cluster_resources,
-        ray_cluster,
-    )
     from engine.train.loop import LoopSpec
-    from engine.train.progress import DriverProgress
-    from engine.train.trainer import build_trainer
 
+    in_process = cfg.scaling.in_process
     metric, mode = checkpoint_metric(cfg, info)
     earlier_cost = None  # a resumed run's cost so far: this invocation's adds to it
     if cfg.resume:
@@ -129,6 +125,10 @@ def _train_in(
         earlier_cost = (previous or {}).get("cost")
 
     info.task.check(cfg.task)  # data problems surface before Ray starts
+    if in_process:  # what Ray's check_fits does for a cluster, before the run is written
+        from engine.train.inprocess import check_machine
+
+        check_machine(cfg.scaling)
     run_dir.mkdir()
     (run_dir / CONFIG_FILE).write_text(config_yaml)
     started = time.time()
@@ -144,10 +144,13 @@ def _train_in(
         cwd=os.getcwd(),
         invocation=clock.invocation,
     )
-    echo(
-        f"Training {info.task.name} in {run_dir} "
-        f"({cfg.scaling.num_workers} worker(s), {'GPU' if cfg.scaling.use_gpu else 'CPU'})"
+    device = "GPU" if cfg.scaling.use_gpu else "CPU"
+    where = (
+        f"in this process, {device}, {int(cfg.scaling.cpus_per_worker)} thread(s)"
+        if in_process
+        else f"{cfg.scaling.num_workers} worker(s), {device}"
     )
+    echo(f"Training {info.task.name} in {run_dir} ({where})")
     from engine.train.worker_context import remove_orphan_checkpoint_dirs
 
     # The first SIGINT/SIGTERM stops the run (see engine/train/interrupts.py); a second
@@ -155,27 +158,12 @@ def _train_in(
     with InterruptGuard() as guard:
         try:
             guard.arm()  # a cluster starting up is stopped too
-            with ray_cluster(cfg.ray.address) as cluster:
-                if cluster.owned:  # again: ray.init installs its own SIGTERM handler
-                    guard.arm()
-                else:  # the caller's cluster, which this cannot shut down: Train's handling
-                    guard.disarm()
-                resources = cluster_resources()
-                check_fits(cfg.scaling, resources)
-                check_storage(run_dir.parent, cfg.run.shared_fs, resources)
-                # An embedded cluster's workers share this process's disk and environment.
-                if not cluster.embedded and (resources.hosts > 1 or not run_dir.is_local):
-                    check_nodes_reach_storage(run_dir)
-                trainer = build_trainer(cfg, spec, run_dir)
-                with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
-                    try:
-                        clock.fit_started = time.time()
-                        guard.run(trainer.fit)
-                        clock.fit_ended = time.time()
-                    except Exception:
-                        if run_dir.is_local:  # the embedded cluster's logs outlive it here
-                            cluster.keep_logs_in = run_dir.local_path / RAY_LOGS_DIR
-                        raise
+            if in_process:  # no Ray: the loop on this (main) thread, where signals land
+                from engine.train.inprocess import run_in_process
+
+                run_in_process(spec, run_dir, guard=guard, clock=clock, echo=echo)
+            else:
+                _fit_on_ray(cfg, spec, run_dir, guard=guard, clock=clock, echo=echo)
         except Interrupt as stop:  # the workers ended with the cluster (ray.shutdown)
             cost = record_cost(run_dir, cfg, clock, earlier_cost)
             raise _interrupted(run_dir, cfg, stop, started, metric, mode, cost) from None
@@ -192,20 +180,30 @@ def _train_in(
                 started=started,
                 metric=metric,
                 mode=mode,
-                error=str(exc).splitlines()[0],
+                error=str(exc).splitlines()[0] if str(exc) else type(exc).__name__,
             )
-            cause = _worker_error(exc)
+            # In-process the loop's own error arrives as it is; from Ray, wrapped.
+            cause = exc if in_process else _worker_error(exc)
             if isinstance(cause, LeptonError):
                 raise cause from None
             detail = f"{type(cause).__name__}: {cause}" if cause else str(exc)
+            kept = ""
+            if in_process:
+                from engine.train.inprocess import TRACEBACK_FILE
+
+                kept = f" (its traceback: {run_dir / TRACEBACK_FILE})"
             raise TrainingFailed(
                 f"Training failed: {detail.strip().splitlines()[0] if detail.strip() else detail}",
                 hint=f"Checkpoints so far are in {run_dir}; rerun with run.name={run_dir.name} resume=true "
-                "to continue from the newest one.",
+                f"to continue from the newest one{kept}.",
             ) from exc
         finally:
-            # Workers killed hard never remove their temporary checkpoint dirs.
-            remove_orphan_checkpoint_dirs(run_dir.name, wait_s=10.0)
+            # Workers killed hard never remove their temporary checkpoint dirs. In-process
+            # the worker is this process, done with its dirs once the loop has ended.
+            if in_process:
+                remove_orphan_checkpoint_dirs(run_dir.name, ended=(os.getpid(),))
+            else:
+                remove_orphan_checkpoint_dirs(run_dir.name, wait_s=10.0)
 
     summary = summarize(run_dir, metric, mode, "finished")
     cost = record_cost(run_dir, cfg, clock, earlier_cost)
@@ -219,6 +217,50 @@ def _train_in(
         cost=cost,
     )
     return summary
+
+
+def _fit_on_ray(
+    cfg: LeptonConfig,
+    spec: LoopSpec,
+    run_dir: Location,
+    *,
+    guard: InterruptGuard,
+    clock: RunClock,
+    echo: Callable[[str], None],
+) -> None:
+    """The run on Ray Train: a cluster (joined or embedded), its pre-flight checks, the
+    ``TorchTrainer`` and ``fit()`` on a helper thread (``guard`` takes the signals)."""
+    from engine.train.cluster import (
+        check_fits,
+        check_nodes_reach_storage,
+        check_storage,
+        cluster_resources,
+        ray_cluster,
+    )
+    from engine.train.progress import DriverProgress
+    from engine.train.trainer import build_trainer
+
+    with ray_cluster(cfg.ray.address) as cluster:
+        if cluster.owned:  # again: ray.init installs its own SIGTERM handler
+            guard.arm()
+        else:  # the caller's cluster, which this cannot shut down: Train's handling
+            guard.disarm()
+        resources = cluster_resources()
+        check_fits(cfg.scaling, resources)
+        check_storage(run_dir.parent, cfg.run.shared_fs, resources)
+        # An embedded cluster's workers share this process's disk and environment.
+        if not cluster.embedded and (resources.hosts > 1 or not run_dir.is_local):
+            check_nodes_reach_storage(run_dir)
+        trainer = build_trainer(cfg, spec, run_dir)
+        with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
+            try:
+                clock.fit_started = time.time()
+                guard.run(trainer.fit)
+                clock.fit_ended = time.time()
+            except Exception:
+                if run_dir.is_local:  # the embedded cluster's logs outlive it here
+                    cluster.keep_logs_in = run_dir.local_path / RAY_LOGS_DIR
+                raise
 
 
 def _interrupted(

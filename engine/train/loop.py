@@ -10,7 +10,9 @@ across ranks on ``compute``); rank 0 appends the row to ``metrics.jsonl`` (the
 engine's own record); then every rank calls ``report`` exactly once — with a
 checkpoint written by rank 0 on checkpoint epochs. The row carries the epoch's timings
 (``train_time_s``, ``val_time_s``, ``cpu_s``, ``samples``; :mod:`~engine.train.timing`,
-which also records each attempt in ``timing.json`` for the run's cost).
+which also records each attempt in ``timing.json`` for the run's cost). Each checkpoint's
+``task.json`` records its lineage (config hash, git commit, W&B run, sweep trial;
+:mod:`engine.runs.lineage`), built once per worker group on rank 0.
 
 The steps before the first epoch live beside it: :mod:`~engine.train.prepare` (data,
 model, optimizer, …), :mod:`~engine.train.resume` (the checkpoint to start from);
@@ -30,6 +32,7 @@ import torch
 from engine.config.schema import LeptonConfig
 from engine.runs.checkpoint import save_checkpoint, to_jsonable
 from engine.runs.layout import append_metrics
+from engine.runs.lineage import build_lineage, check_trial, config_hash, git_state
 from engine.runs.storage import Location
 from engine.task import TaskInfo
 from engine.train.batches import batch_size_of, move_to_device, validate_epoch
@@ -89,6 +92,19 @@ class LoopSpec:
     cwd: str | None = None
     #: The driver invocation this attempt belongs to (``timing.json``; see engine.runs.cost).
     invocation: str | None = None
+    #: The sweep trial this run is, ``{"sweep", "name", "values"}`` (its swept values by
+    #: dotted key); None outside a sweep. Recorded in each checkpoint's lineage and, with
+    #: ``logger=wandb``, one W&B run per trial (engine.train.tracking).
+    trial: dict[str, Any] | None = None
+    #: The project's git state, ``{"commit", "dirty"}`` (engine.runs.lineage.git_state):
+    #: looked up from ``cwd`` when the spec is made, i.e. once per run in the driver, so
+    #: workers on other machines record the driver's project. Pass it to skip the lookup.
+    git: dict[str, Any] | None = None
+
+    def __post_init__(self) -> None:
+        check_trial(self.trial)
+        if self.git is None:
+            self.git = git_state(self.cwd)
 
 
 def train_loop_per_worker(loop_config: dict[str, Any]) -> None:
@@ -118,7 +134,21 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     for cb in spec.callbacks:
         cb.on_train_start(ctx, start.epoch)
     tracker: Tracker = (
-        make_tracker(cfg.logger, spec.run_dir, to_jsonable(cfg)) if ctx.is_rank_zero else Tracker()
+        make_tracker(cfg.logger, spec.run_dir, to_jsonable(cfg), spec.trial)
+        if ctx.is_rank_zero
+        else Tracker()
+    )
+    # Once per worker group, on rank 0 (the one that writes checkpoints): config.yaml is
+    # the driver's, written before the workers start.
+    lineage = (
+        build_lineage(
+            config_hash=config_hash(spec.run_dir),
+            git=spec.git,
+            wandb_run_id=tracker.run_id,
+            trial=spec.trial,
+        )
+        if ctx.is_rank_zero
+        else None
     )
     progress = ProgressWriter(spec.run_dir) if ctx.is_rank_zero else None
 
@@ -140,7 +170,7 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
         # instead of resuming past an epoch that has no row.
         _write_row(spec, ctx, row, tracker)
         reporting = time.perf_counter()
-        _report_epoch(spec, ctx, run, epoch, global_step, row)
+        _report_epoch(spec, ctx, run, epoch, global_step, row, lineage)
         timing.checkpointed(time.perf_counter() - reporting)
         for cb in spec.callbacks:
             cb.on_epoch_end(ctx, epoch, row)
@@ -269,6 +299,7 @@ def _report_epoch(
     epoch: int,
     global_step: int,
     row: dict[str, Any],
+    lineage: dict[str, Any] | None,
 ) -> None:
     """Every rank reports once; on checkpoint epochs with rank 0's checkpoint."""
     cfg = spec.config
@@ -288,6 +319,7 @@ def _report_epoch(
                 epoch=epoch,
                 seed=cfg.seed,
                 metrics={k: v for k, v in row.items() if isinstance(v, (int, float))},
+                lineage=lineage,
                 training_state={
                     "optimizer": run.optimizer.state_dict(),
                     "scheduler": run.scheduler.state_dict(),

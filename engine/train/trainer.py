@@ -6,7 +6,7 @@ trial the same way, with its own ``run_dir`` (the trial's directory under the sw
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.config.schema import LeptonConfig
@@ -22,6 +22,8 @@ def build_trainer(
     spec: LoopSpec,
     run_dir: Location,
     loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
+    *,
+    callbacks: Sequence[Any] = (),
 ) -> TorchTrainer:
     """A ``TorchTrainer`` that runs ``loop`` with ``spec`` on ``cfg.scaling`` workers.
 
@@ -37,7 +39,8 @@ def build_trainer(
       ``spec.mode`` are kept;
     - failures: up to ``trainer.max_failures`` worker-group restarts, each resuming
       from the newest checkpoint;
-    - Ray Train's own logs at WARNING and above.
+    - Ray Train's own logs at WARNING and above;
+    - ``callbacks``: Ray Train ``UserCallback`` s (a sweep trial passes Tune's report bridge).
 
     ``spec`` reaches every worker as ``train_loop_config={"spec": spec}``. Nothing
     starts until the caller runs ``fit()`` inside a Ray cluster.
@@ -66,6 +69,7 @@ def build_trainer(
             storage_path=run_dir.parent.uri,
             failure_config=FailureConfig(max_failures=t.max_failures),
             logging_config=LoggingConfig(log_level="WARNING"),
+            callbacks=list(callbacks),
             checkpoint_config=CheckpointConfig(
                 num_to_keep=t.keep_checkpoints,
                 checkpoint_score_attribute=spec.metric,

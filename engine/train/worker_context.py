@@ -8,6 +8,7 @@ debugging (:class:`LocalContext`).
 from __future__ import annotations
 
 import contextlib
+import datetime
 import importlib
 import logging
 import os
@@ -15,12 +16,15 @@ import re
 import shutil
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
+
+if TYPE_CHECKING:
+    from engine.runs.storage import Location
 
 
 class WorkerContext:
@@ -59,14 +63,24 @@ class WorkerContext:
 
 
 class LocalContext(WorkerContext):
-    """One process, no Ray: checkpoints are copied into ``run_dir`` like Ray would."""
+    """One process, no Ray: checkpoints are copied into ``run_dir`` as Ray would, under
+    Ray's kind of name (``checkpoint_<local date>_<time>.<µs>``), visible only once whole.
 
-    def __init__(self, run_dir: str | Path, device: str = "cpu") -> None:
+    ``prints_rows``: whether the loop prints each epoch's line itself (False where a
+    driver follows the run, as ``scaling=inprocess`` does). Temporary checkpoint dirs
+    are named after the run (see :func:`remove_orphan_checkpoint_dirs`).
+    """
+
+    def __init__(
+        self, run_dir: str | Path, device: str = "cpu", *, prints_rows: bool = True
+    ) -> None:
         from engine.runs.storage import Location
 
         self.run_dir = Location.parse(run_dir)
         self._device = torch.device(device)
+        self.prints_rows = prints_rows
         self.reports: list[dict[str, Any]] = []
+        _tag_checkpoint_dirs(self.run_dir.name)
 
     @property
     def device(self) -> torch.device:
@@ -77,16 +91,26 @@ class LocalContext(WorkerContext):
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         if checkpoint_dir is not None:
-            name = f"checkpoint_epoch{metrics.get('epoch', 0):04d}_{time.time_ns()}"
-            dest = self.run_dir / name
+            dest = self._new_checkpoint()
             if dest.is_local:
-                tmp = dest.local_path.with_name(name + ".partial")
+                # Hidden (not checkpoint_*) until renamed: never listed while partial.
+                tmp = dest.local_path.with_name(f".{dest.name}.partial")
+                shutil.rmtree(tmp, ignore_errors=True)
                 shutil.copytree(checkpoint_dir, tmp)
                 tmp.rename(dest.local_path)  # visible only once whole
             else:  # like Ray: file by file; task.json's size list tells whole from cut short
                 dest.upload(Path(checkpoint_dir))
             metrics = {**metrics, "checkpoint": str(dest)}
         self.reports.append(metrics)
+
+    def _new_checkpoint(self) -> Location:
+        """A checkpoint name not yet in the run, as Ray Train makes them."""
+        while True:
+            stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S.%f")
+            dest = self.run_dir / f"checkpoint_{stamp}"
+            if not dest.exists():
+                return dest
+            time.sleep(1e-6)
 
 
 class RayContext(WorkerContext):
@@ -214,7 +238,11 @@ def temporary_checkpoint_dir() -> Iterator[str]:
 
 
 def remove_orphan_checkpoint_dirs(
-    run_name: str, temp_dir: str | Path | None = None, *, wait_s: float = 0.0
+    run_name: str,
+    temp_dir: str | Path | None = None,
+    *,
+    wait_s: float = 0.0,
+    ended: Collection[int] = (),
 ) -> list[Path]:
     """Remove the temporary checkpoint dirs of ``run_name`` whose process is gone.
 
@@ -222,7 +250,8 @@ def remove_orphan_checkpoint_dirs(
     on this machine: a live worker (of this run on a shared cluster, or another run of
     the same name elsewhere) keeps its dir. ``wait_s``: how long to wait for such a
     process to end first (the driver has just stopped its workers, which a loaded
-    machine may take a few seconds to reap). Returns the dirs removed.
+    machine may take a few seconds to reap). ``ended``: live processes known to be done
+    with their dirs (this one, after its in-process run). Returns the dirs removed.
     """
     root = Path(temp_dir or tempfile.gettempdir())
     pattern = re.compile(
@@ -238,7 +267,7 @@ def remove_orphan_checkpoint_dirs(
     deadline = time.monotonic() + wait_s
     while pending:
         for path, pid in list(pending.items()):
-            if not _process_alive(pid):
+            if pid in ended or not _process_alive(pid):
                 shutil.rmtree(path, ignore_errors=True)
                 removed.append(path)
                 del pending[path]

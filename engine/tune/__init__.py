@@ -1,0 +1,1 @@
+"""``lepton tune``: hyperparameter sweeps on Ray Tune, and what reads their results."""

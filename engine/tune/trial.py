@@ -1,0 +1,169 @@
+"""One sweep trial: a full engine training run in its own directory under the sweep's.
+
+The trial composes its own config from the plan's overrides and its sampled values,
+exactly as ``lepton train`` would (:meth:`SweepPlan.trial_config_overrides`), and writes
+a run directory like any run's (``config.yaml``, ``metrics.jsonl``, ``result.json``,
+``checkpoint_*``). One report per epoch, so the scheduler's rungs are epochs
+(``epochs_done``, which a restored trial keeps counting from its checkpoint).
+
+- One worker (``scaling.num_workers=1``): the loop runs in the trial's own process
+  through :class:`TrialContext`, reporting with ``ray.tune.report``; no worker group is
+  started, so a trial pays no Ray Train start-up. Tune persists each checkpoint into the
+  trial directory (``checkpoint_00000N``) and hands it back when the trial is restored.
+- Several workers: the trial builds the engine's ``TorchTrainer``
+  (:func:`~engine.train.trainer.build_trainer`) over the trial directory, with
+  :class:`EpochReport` (Tune's ``TuneReportCallback``) made inside the trial, and
+  reserves almost nothing itself: the Train workers reserve theirs. A restored trial runs
+  the same Train run again, which resumes from its newest checkpoint.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.tune.integration.ray_train import TuneReportCallback
+
+from engine.train.worker_context import WorkerContext
+from engine.tune.plan import SweepPlan
+
+#: The rung counter every report carries: epochs finished, counted from 1.
+EPOCHS_DONE = "epochs_done"
+
+
+def trial_dirname(trial: Any) -> str:
+    """``trial_00003``: from Tune's trial index, so a restored trial keeps its directory."""
+    return "trial_" + str(trial.trial_id).rsplit("_", 1)[-1]
+
+
+class TrialContext(WorkerContext):
+    """The loop inside a Tune trial's own process: one rank, reporting to Tune."""
+
+    #: The sweep prints a line per trial, not per epoch of every trial.
+    prints_rows = False
+
+    def __init__(self, trial_name: str, device: str, threads: int) -> None:
+        import logging
+
+        from engine.train.orphan_guard import exit_with_raylet
+        from engine.train.worker_context import _tag_checkpoint_dirs
+
+        exit_with_raylet()  # a trial whose cluster is gone stops writing at once
+        _tag_checkpoint_dirs(trial_name)
+        # "Checkpoint successfully created at ..." on the driver's terminal for every epoch.
+        logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
+        self._device = torch.device(device)
+        torch.set_num_threads(max(1, threads))
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
+
+    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
+        return model.to(self._device)
+
+    def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
+        from ray import tune
+
+        checkpoint = tune.Checkpoint.from_directory(checkpoint_dir) if checkpoint_dir else None
+        tune.report(with_epochs_done(metrics), checkpoint=checkpoint)
+
+    @contextmanager
+    def restored_checkpoint(self) -> Iterator[Path | None]:
+        from ray import tune
+
+        checkpoint = tune.get_checkpoint()
+        if checkpoint is None:
+            yield None
+            return
+        with checkpoint.as_directory() as path:
+            yield Path(path)
+
+
+def with_epochs_done(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {**metrics, EPOCHS_DONE: int(metrics.get("epoch", -1)) + 1}
+
+
+def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
+    """Tune's function trainable: ``config`` holds this trial's sampled values."""
+    from ray import tune
+
+    from engine.config.load import checkpoint_metric, load_config
+    from engine.runs.layout import (
+        CONFIG_FILE,
+        RESULT_FILE,
+        latest_checkpoint,
+        read_result,
+        write_json_atomic,
+    )
+    from engine.runs.storage import Location
+    from engine.train.loop import LoopSpec
+
+    context = tune.get_context()
+    name = trial_dirname_of(context)
+    values = {key: config[key] for key in plan.params}
+    loaded = load_config(plan.trial_config_overrides(values, name), config_dir=plan.config_dir)
+    cfg, info = loaded.config, loaded.info
+    run_dir = Location.parse(plan.sweep_dir) / name
+    run_dir.mkdir()
+    # A trial run again (its sweep resumed, or Tune retrying it) continues from its own
+    # newest whole checkpoint, also one Tune's last saved state does not know of yet.
+    cfg.resume = latest_checkpoint(run_dir) is not None
+    (run_dir / CONFIG_FILE).write_text(loaded.yaml)
+    metric, mode = checkpoint_metric(cfg, info)
+    trial = {"sweep": plan.name, "name": name, "values": values}
+    started = (read_result(run_dir) or {}).get("started") or time.time()
+    status = {"status": "running", "started": started, "metric": metric, "mode": mode}
+    write_json_atomic(run_dir / RESULT_FILE, {**status, "trial": trial, "updated": time.time()})
+    spec = LoopSpec(
+        info=info,
+        config=cfg,
+        run_dir=run_dir.uri,
+        metric=metric,
+        mode=mode,
+        cwd=plan.cwd,
+        invocation=f"trial-{name}-{time.time_ns()}",
+        trial=trial,
+        git=plan.git,
+    )
+    if cfg.scaling.num_workers == 1:
+        from engine.train.loop import run_loop
+
+        device = "cuda" if cfg.scaling.use_gpu else "cpu"
+        try:
+            run_loop(spec, TrialContext(name, device, int(cfg.scaling.cpus_per_worker)))
+        finally:
+            # A trial the scheduler stops ends inside `tune.report`, before the loop
+            # finishes its W&B run; the next trial in this (reused) process gets its own.
+            _finish_wandb_run()
+    else:
+        from engine.train.trainer import build_trainer
+
+        build_trainer(cfg, spec, run_dir, callbacks=[EpochReport()]).fit()
+
+
+def _finish_wandb_run() -> None:
+    import sys
+
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.run.finish()
+
+
+def trial_dirname_of(context: Any) -> str:
+    """The same name, from inside the trial (``ray.tune.get_context()``)."""
+    return "trial_" + str(context.get_trial_id()).rsplit("_", 1)[-1]
+
+
+class EpochReport(TuneReportCallback):  # type: ignore[misc]
+    """Tune's bridge from a Train run to its trial (made inside the trial, as Tune
+    requires), with ``epochs_done`` added to every report."""
+
+    def after_report(
+        self, run_context: Any, metrics: list[dict[str, Any]], checkpoint: Any
+    ) -> None:
+        super().after_report(run_context, [with_epochs_done(m) for m in metrics], checkpoint)
