@@ -142,10 +142,13 @@ def test_a_two_worker_trial_trains_through_ray_train(ray_cluster, tmp_path):
         "scaling.num_workers=2",
         "scaling.cpus_per_worker=1",
         "trainer.epochs=1",
-        "optimizer.lr=choice(0.003)",
-        "tune.num_samples=1",
+        "optimizer.lr=choice(0.003,0.001)",
+        "tune.search=grid",
+        "tune.max_concurrent_trials=1",  # the second trial starts as the first one ends
     )
-    (row,) = _trials(outcome.sweep_dir)
-    assert row["status"] == "finished" and int(row["epochs"]) == 1
-    metrics = read_metrics(outcome.sweep_dir / row["trial"])
-    assert all(r["world_size"] == 2 for r in metrics)
+    rows = _trials(outcome.sweep_dir)
+    assert len(rows) == 2
+    for row in rows:
+        assert row["status"] == "finished" and int(row["epochs"]) == 1
+        metrics = read_metrics(outcome.sweep_dir / row["trial"])
+        assert all(r["world_size"] == 2 for r in metrics)

@@ -58,6 +58,12 @@ def load_config_from_run(
         raise ConfigError(f"{source} is not a run config: {first}") from None
     if not isinstance(old, DictConfig) or "task" not in old:
         raise ConfigError(f"{source} is not a run config (it has no 'task' section).")
+    if "defaults" in old:  # an experiment or other config-group file, not a resolved run
+        raise ConfigError(
+            f"{source} is a config with a defaults list, not a run's resolved config.yaml.",
+            hint="Compose it instead: put it in conf/experiment/ and run "
+            "`lepton train experiment=<name>`.",
+        )
     OmegaConf.update(old, "run.name", None, force_add=True)
     OmegaConf.update(old, "resume", False, force_add=True)
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import types
+import typing
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -114,19 +116,33 @@ def _merge_into(schema: type, node: Any, prefix: str) -> Any:
 
 
 def _allowed_keys(schema: type, dotted: str) -> str:
+    """The keys of the dataclass at ``dotted`` under ``schema``, by the fields' types (a
+    ``dict[str, X]`` field's next part is a key of the user's: the keys are X's)."""
     cls: Any = schema
-    for part in [p for p in dotted.split(".") if p]:
-        fmap = {f.name: f for f in dataclasses.fields(cls)}
-        f = fmap.get(part)
-        if f is None:
-            break
-        sub = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default  # type: ignore[misc]
-        if not dataclasses.is_dataclass(sub):
-            break
-        cls = type(sub)
-    if dataclasses.is_dataclass(cls):
-        return ", ".join(f.name for f in dataclasses.fields(cls))
-    return "?"
+    parts = [p for p in dotted.split(".") if p]
+    while parts:
+        try:
+            hint = typing.get_type_hints(cls).get(parts.pop(0))
+        except Exception:  # a plugin's annotations that do not resolve: no list
+            return "?"
+        hint = _without_none(hint)
+        if typing.get_origin(hint) is dict and parts:
+            parts.pop(0)
+            hint = _without_none(typing.get_args(hint)[1])
+        if not (isinstance(hint, type) and dataclasses.is_dataclass(hint)):
+            return "?"
+        cls = hint
+    return (
+        ", ".join(f.name for f in dataclasses.fields(cls)) if dataclasses.is_dataclass(cls) else "?"
+    )
+
+
+def _without_none(hint: Any) -> Any:
+    """``X`` for ``X | None`` (and ``Optional[X]``)."""
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if typing.get_origin(hint) in (typing.Union, types.UnionType) and len(args) == 1:
+        return args[0]
+    return hint
 
 
 def checkpoint_metric(cfg: LeptonConfig, info: TaskInfo) -> tuple[str, str]:

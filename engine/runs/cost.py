@@ -21,9 +21,10 @@ Definitions (all wall-clock seconds, ``time.time()`` on driver and workers alike
   ``checkpointing`` (every epoch's save and ``report``, which persists the checkpoint
   and waits for all ranks), ``shutdown_workers`` (rank 0's last report → ``fit()``
   returns: ``workers.json``, Ray Train ending the workers), ``shutdown_driver`` (→ the
-  end: the summary, and the cluster's stop where it is not left to a background
-  thread, as an embedded cluster's is after a finished run) and ``other`` (the rest: row writes, restarted
-  attempts).
+  end: the progress follower's last rows, removing leftover temporary checkpoint dirs
+  (up to 10 s for just-stopped workers), reading the run's summary, and the cluster's
+  stop where it is not left to a background thread, as an embedded cluster's is after
+  a finished run) and ``other`` (the rest: row writes, restarted attempts).
 - **reserved window**: from the first worker's start to ``fit()``'s end. The first
   worker's start is the earliest start of a worker *process* of this invocation's
   attempts (``/proc``; Ray starts them once their resources are reserved), but not

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -37,7 +38,7 @@ from typing import Any
 from engine.errors import CheckpointError, RunFileError
 from engine.runs.checkpoint import META_FILE, is_complete
 from engine.runs.storage import Location, first_line
-from engine.runs.sweep_dir import SWEEP_FILE, sweep_checkpoint
+from engine.runs.sweep_dir import SWEEP_FILE, load_json_record, sweep_checkpoint
 
 CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
@@ -66,9 +67,11 @@ def warn(message: str) -> None:
 
 def append_metrics(run_dir: Where, row: dict[str, Any]) -> None:
     """Append one row; a crash can at worst leave a partial last line, which readers skip
-    and the next append removes (its epoch is replayed on resume)."""
+    and the next append removes (its epoch is replayed on resume). An object store
+    writes the whole object each time: no line there is ever cut short."""
     target = Location.parse(run_dir) / METRICS_FILE
-    _drop_cut_short_tail(target)
+    if target.is_local:
+        _drop_cut_short_tail(target)
     target.append_text(json.dumps(row, allow_nan=True) + "\n")
 
 
@@ -174,6 +177,23 @@ def write_json_atomic(path: Where, data: dict[str, Any]) -> None:
     Location.parse(path).write_text(json.dumps(data, indent=2, allow_nan=True) + "\n")
 
 
+def write_status(path: Where, status: str, *, started: float, **extra: Any) -> None:
+    """A driver's record of what it is doing (a run's ``result.json``, a sweep's
+    ``sweep.json``): the status, who writes it (pid, host: ``lepton runs`` tells a dead
+    driver's ``running`` from a live one), when, and ``extra``."""
+    now = time.time()
+    data = {
+        "status": status,
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": started,
+        "updated": now,
+        "wall_s": round(now - started, 2),
+        **extra,
+    }
+    write_json_atomic(path, data)
+
+
 def read_json(path: Where) -> dict[str, Any] | None:
     """A JSON object from a file, or None when it is missing or not whole."""
     try:
@@ -192,20 +212,9 @@ def load_result(run_dir: Where) -> dict[str, Any] | None:
     """``result.json``; None when the run has none yet, a RunFileError (file, line) when
     it is damaged. Written whole-or-nothing, so a bad one is never a write in progress."""
     target = Location.parse(run_dir) / RESULT_FILE
-    try:
-        text = target.read_text()
-    except FileNotFoundError:
+    data = load_json_record(target, _damaged)
+    if data is None:
         return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise _damaged(target, f"cannot be read ({first_line(exc)})") from None
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise _damaged(
-            target, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
-        ) from None
-    if not isinstance(data, dict):
-        raise _damaged(target, f"a JSON {type(data).__name__}, not an object (line 1)")
     if not isinstance(data.get("summary") or {}, dict):
         raise _damaged(target, "its summary is not an object")
     return data

@@ -17,8 +17,7 @@ Every checkpoint the training loop writes records, under ``"lineage"``::
     }
 
 The config hash is of ``config.yaml``'s bytes (the resolved YAML text the driver writes
-into the run dir, UTF-8): ``sha256sum <run>/config.yaml`` gives the same value, and
-:func:`config_text_hash` gives it for a config text not written yet. A resumed run's
+into the run dir, UTF-8): ``sha256sum <run>/config.yaml`` gives the same value. A resumed run's
 driver rewrites ``config.yaml``, so checkpoints after a resume with other overrides carry
 the hash of the config they were trained under. The git state is looked up once per run
 where the :class:`~engine.train.loop.LoopSpec` is made (the driver), with one
@@ -45,11 +44,6 @@ LINEAGE_KEY = "lineage"
 #: The keys a sweep trial's ``LoopSpec.trial`` must have.
 TRIAL_KEYS = ("sweep", "name", "values")
 _GIT_TIMEOUT_S = 10.0
-
-
-def config_text_hash(text: str) -> str:
-    """The ``config_hash`` of a config YAML text: SHA-256 of its UTF-8 bytes."""
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 def config_hash(run_dir: str | Path | Location) -> str | None:

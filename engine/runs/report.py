@@ -349,15 +349,20 @@ def _cost_section(cost: Any) -> list[str]:
     return lines
 
 
+def _times(price: Any) -> str:
+    """`` × 0.05``; nothing where invocations were priced differently (no one price)."""
+    return f" × {price}" if price is not None else ""
+
+
 def _money_line(cost: dict[str, Any]) -> str:
     money, currency = cost.get("money"), cost.get("currency") or ""
     if money is None:
         return "| Cost | not priced (set cost.cpu_hour / cost.gpu_hour, or cost.node_type) |"
     parts = []
     if cost.get("money_cpu") is not None:
-        parts.append(f"CPU {_g(cost['cpu_h_reserved'])} h × {cost.get('cpu_hour')}")
+        parts.append(f"CPU {_g(cost['cpu_h_reserved'])} h{_times(cost.get('cpu_hour'))}")
     if cost.get("money_gpu") is not None:
-        parts.append(f"GPU {_g(cost['gpu_h_reserved'])} h × {cost.get('gpu_hour')}")
+        parts.append(f"GPU {_g(cost['gpu_h_reserved'])} h{_times(cost.get('gpu_hour'))}")
     elif cost.get("gpu_h_reserved"):
         parts.append("GPU hours not priced")
     node = f", node type {cost['node_type']}" if cost.get("node_type") else ""

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+from collections.abc import Callable
 from typing import Any
 
 from engine.errors import CheckpointError, RunFileError
@@ -45,23 +46,27 @@ def trial_dirs(sweep_dir: Location) -> list[Location]:
     return [p for p in sweep_dir.children() if p.name.startswith(TRIAL_PREFIX) and p.is_dir()]
 
 
-def load_json_record(target: Location) -> dict[str, Any] | None:
+def load_json_record(
+    target: Location, damaged: Callable[[Location, str], RunFileError] | None = None
+) -> dict[str, Any] | None:
     """A JSON object the engine wrote whole-or-nothing; None when missing, a RunFileError
-    naming the file (and line) when damaged."""
+    naming the file (and line) when damaged (``damaged`` makes it: its hint says what
+    the file belongs to; a sweep's by default)."""
+    bad = damaged or _sweep_file_damaged
     try:
         text = target.read_text()
     except FileNotFoundError:
         return None
     except (OSError, UnicodeDecodeError) as exc:
-        raise _damaged(target, f"cannot be read ({first_line(exc)})") from None
+        raise bad(target, f"cannot be read ({first_line(exc)})") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
-        raise _damaged(
+        raise bad(
             target, f"not valid JSON (line {exc.lineno}, column {exc.colno}: {exc.msg})"
         ) from None
     if not isinstance(data, dict):
-        raise _damaged(target, f"a JSON {type(data).__name__}, not an object (line 1)")
+        raise bad(target, f"a JSON {type(data).__name__}, not an object (line 1)")
     return data
 
 
@@ -72,13 +77,13 @@ def load_sweep(sweep_dir: Location) -> dict[str, Any]:
     if data is None:
         raise CheckpointError(f"{sweep_dir} is not a sweep directory (no {SWEEP_FILE}).")
     if not isinstance(data.get("metric"), str) or data.get("mode") not in ("max", "min"):
-        raise _damaged(target, "it names no metric and mode (max or min)")
+        raise _sweep_file_damaged(target, "it names no metric and mode (max or min)")
     if not isinstance(data.get("params") or {}, dict):
-        raise _damaged(target, "its params is not an object")
+        raise _sweep_file_damaged(target, "its params is not an object")
     return data
 
 
-def _damaged(target: Location, why: str) -> RunFileError:
+def _sweep_file_damaged(target: Location, why: str) -> RunFileError:
     return RunFileError(
         f"{target} is damaged: {why}.",
         hint=f"Fix or restore {target.name} (e.g. from a copy of the sweep); "
@@ -90,7 +95,7 @@ def inside(sweep_dir: Location, relative: Any, source: Location, key: str) -> Lo
     """``relative`` (a path inside the sweep, as best.json writes it) under ``sweep_dir``."""
     parts = [p for p in str(relative).replace("\\", "/").split("/") if p not in ("", ".")]
     if not isinstance(relative, str) or not parts or ".." in parts:
-        raise _damaged(source, f"its {key} is {json.dumps(relative)}")
+        raise _sweep_file_damaged(source, f"its {key} is {json.dumps(relative)}")
     where = sweep_dir
     for part in parts:
         where = where / part

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import socket
 import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ from engine.runs.layout import (
     new_run_name,
     read_result,
     summarize,
-    write_json_atomic,
+    write_status,
 )
 from engine.runs.lock import LOCK_FILE, hold_run
 from engine.runs.storage import Location, first_line
@@ -299,13 +298,4 @@ def _interrupted(
 
 
 def _write_status(run_dir: Location, status: str, *, started: float, **extra: Any) -> None:
-    data = {
-        "status": status,
-        "pid": os.getpid(),
-        "host": socket.gethostname(),
-        "started": started,
-        "updated": time.time(),
-        "wall_s": round(time.time() - started, 2),
-        **extra,
-    }
-    write_json_atomic(run_dir / RESULT_FILE, data)
+    write_status(run_dir / RESULT_FILE, status, started=started, **extra)

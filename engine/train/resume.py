@@ -24,7 +24,7 @@ from engine.runs.checkpoint import (
 )
 from engine.runs.layout import latest_checkpoint
 from engine.runs.local_copies import local_copy
-from engine.runs.storage import Location
+from engine.runs.storage import Location, first_line
 from engine.train.prepare import Prepared
 from engine.train.worker_context import WorkerContext
 
@@ -49,7 +49,7 @@ def restore(run_dir: str, resume: bool, ctx: WorkerContext, run: Prepared) -> St
             in_place = Location.parse(run_dir).is_local and (
                 Location.parse(start.resumed_from) == Location.parse(local)
             )
-            verify_checkpoint(local, task=run.task.name, remember=in_place)
+            meta = verify_checkpoint(local, task=run.task.name, remember=in_place)
             load_weights(run.plain_model, local)
             state = load_training_state(local) or {}
             try:
@@ -62,10 +62,10 @@ def restore(run_dir: str, resume: bool, ctx: WorkerContext, run: Prepared) -> St
             except (KeyError, ValueError, RuntimeError) as exc:
                 raise CheckpointError(
                     f"Checkpoint {start.resumed_from}: its training state does not fit this "
-                    f"run's optimizer or schedule ({type(exc).__name__}: {exc}).",
+                    f"run's optimizer or schedule ({type(exc).__name__}: {first_line(exc)}).",
                     hint="Resume with the optimizer and scheduler the run was started with.",
                 ) from None
-            start.epoch = int(state.get("epoch", read_meta(local)["epoch"])) + 1
+            start.epoch = int(state.get("epoch", meta["epoch"])) + 1
             start.global_step = int(state.get("global_step", 0))
     if start.resumed_from is not None and ctx.is_rank_zero:
         print(

@@ -154,12 +154,8 @@ class RayContext(WorkerContext):
     def restored_checkpoint(self) -> Iterator[Path | None]:
         import ray.train
 
-        checkpoint = ray.train.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as path:
-            yield Path(path)
+        with checkpoint_as_dir(ray.train.get_checkpoint()) as path:
+            yield path
 
     def all_reduce_mean(self, value: float) -> float:
         import torch.distributed as dist
@@ -220,6 +216,16 @@ def _tag_checkpoint_dirs(run_name: str) -> None:
 
 def _safe_tag(run_name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.]+", "_", run_name)[:80] or "run"
+
+
+@contextmanager
+def checkpoint_as_dir(checkpoint: Any | None) -> Iterator[Path | None]:
+    """A Ray checkpoint (Train's or Tune's) as a local directory for the block; None for none."""
+    if checkpoint is None:
+        yield None
+        return
+    with checkpoint.as_directory() as path:
+        yield Path(path)
 
 
 @contextmanager

@@ -20,7 +20,13 @@ from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError
 from engine.tune.settings import TuneSettings, read_settings
-from engine.tune.space import SweepParam, override_for, params_from_config, split_overrides
+from engine.tune.space import (
+    SweepParam,
+    check_grid,
+    override_for,
+    params_from_config,
+    split_overrides,
+)
 
 if TYPE_CHECKING:
     from engine.config.schema import LeptonConfig
@@ -111,6 +117,7 @@ def plan_sweep(
             hint="Add e.g. 'optimizer.lr=tag(log,interval(1e-4,1e-1))' or sweep=<name> "
             "(a sweep/<name>.yaml of the project, the engine or a plugin).",
         )
+    _check_search(settings, params, base.trainer.epochs)
     metric, mode = _sweep_metric(settings, base, info)
     checkpoint_metric(base, info)  # the checkpoint rule holds for every trial too
     where = project_dir(config_dir)
@@ -132,6 +139,26 @@ def plan_sweep(
 
     plan.git = git_state(plan.cwd)
     return plan, base, info
+
+
+def _check_search(settings: TuneSettings, params: dict[str, SweepParam], epochs: int) -> None:
+    """What the scheduler and searcher would refuse, said before Ray starts."""
+    import importlib.util
+
+    if settings.search == "grid":
+        check_grid(params)
+    if settings.search == "optuna" and importlib.util.find_spec("optuna") is None:
+        raise ConfigError(
+            "tune.search=optuna needs the optuna package.",
+            hint="Install the engine's tune extra: pip install 'lepton-engine[tune]' "
+            "(make install does).",
+        )
+    max_t = settings.max_t or epochs
+    if settings.scheduler == "asha" and settings.grace_period > max_t:
+        raise ConfigError(
+            f"tune.grace_period={settings.grace_period} is above ASHA's last rung ({max_t} epochs).",
+            hint="Lower tune.grace_period, or train for more epochs (trainer.epochs).",
+        )
 
 
 def _sweep_metric(settings: TuneSettings, cfg: LeptonConfig, info: TaskInfo) -> tuple[str, str]:

@@ -13,7 +13,7 @@ from ray.tune import Callback
 
 from engine.tune.plan import SweepPlan
 from engine.tune.space import format_value
-from engine.tune.trial import EPOCHS_DONE
+from engine.tune.trial import EPOCHS_DONE, trial_dirname
 
 
 class TrialLines(Callback):  # type: ignore[misc]
@@ -99,8 +99,6 @@ class TrialLines(Callback):  # type: ignore[misc]
 
     @staticmethod
     def _name(trial: Any) -> str:
-        from engine.tune.trial import trial_dirname
-
         return trial_dirname(trial)
 
     def __getstate__(self) -> dict[str, Any]:  # Tune pickles callbacks with its state

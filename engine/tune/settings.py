@@ -46,6 +46,11 @@ def read_settings(node: Any) -> TuneSettings:
 
     try:
         raw_params = node.get("params")
+        if raw_params is not None and not OmegaConf.is_dict(raw_params):
+            raise ConfigError(
+                f"tune.params must map keys to sweep strings, not {raw_params!r}.",
+                hint="e.g. tune.params: {optimizer.lr: 'tag(log, interval(1e-4, 1e-1))'}",
+            )
         params = OmegaConf.to_container(raw_params, resolve=True) if raw_params else {}
         rest = OmegaConf.masked_copy(node, [str(k) for k in node if k != "params"])
         merged = OmegaConf.merge(OmegaConf.structured(TuneSettings), rest)

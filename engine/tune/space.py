@@ -31,6 +31,9 @@ from engine.errors import ConfigError
 #: What a value of a swept key may be (what Hydra's grammar gives for an element).
 Value = Any
 
+#: More values than a sweep could try: a range this long is a mistake.
+MAX_RANGE_VALUES = 10_000
+
 GRAMMAR_HINT = (
     "Sweep syntax (Hydra's): key=choice(a,b), key=a,b, key=range(1,10), "
     "key=interval(0.1,0.9), key=tag(log,interval(1e-4,1e-1)); quote each in the shell."
@@ -65,12 +68,6 @@ class SweepParam:
         return _range_values(self.low, self.high, self.step)
 
 
-def is_sweep(override: str) -> bool:
-    """True when ``override`` is written in sweep syntax (choice/range/interval/a,b)."""
-    parsed = _parse([override])[0]
-    return bool(parsed.is_sweep_override())
-
-
 def split_overrides(overrides: Sequence[str]) -> tuple[list[str], dict[str, SweepParam]]:
     """Plain overrides (every trial gets them) and the swept keys, in the given order."""
     plain: list[str] = []
@@ -103,14 +100,11 @@ def to_search_space(params: dict[str, SweepParam], *, grid: bool) -> dict[str, A
     """Ray Tune's ``param_space`` for ``params`` (keys as written: dotted or groups)."""
     from ray import tune
 
+    if grid:
+        check_grid(params)
     space: dict[str, Any] = {}
     for key, p in params.items():
         if grid:
-            if not p.enumerable:
-                raise ConfigError(
-                    f"{key}={p.text} cannot be enumerated for tune.search=grid.",
-                    hint="Use choice(...) or range(...) for a grid, or tune.search=random|optuna.",
-                )
             space[key] = tune.grid_search(p.values())
         elif p.kind == "choice":
             space[key] = tune.choice(list(p.choices))
@@ -127,6 +121,17 @@ def to_search_space(params: dict[str, SweepParam], *, grid: bool) -> dict[str, A
         else:
             space[key] = tune.uniform(p.low, p.high)
     return space
+
+
+def check_grid(params: dict[str, SweepParam]) -> None:
+    """A grid has an axis per key: an interval has no values to list."""
+    for key, p in params.items():
+        if not p.enumerable:
+            raise ConfigError(
+                f"{key}={p.text} cannot be enumerated for tune.search=grid.",
+                hint="Use choice(...) or range(...) for a grid, or tune.search=random|optuna.",
+            )
+        p.values()  # a range too long to list says so here
 
 
 def grid_size(params: dict[str, SweepParam]) -> int:
@@ -217,7 +222,13 @@ def _to_param(parsed: Any, text: str) -> SweepParam:
         start, stop, step = sweep.start, sweep.stop, sweep.step
         if start is None or stop is None:
             raise ConfigError(f"{text!r}: range needs a start and a stop.", hint=GRAMMAR_HINT)
-        values = _range_values(start, stop, step)
+        # An integer range of step 1 is drawn with randint: its ends are all a check needs.
+        unit = step == 1 and isinstance(start, int) and isinstance(stop, int)
+        values = (
+            ([start, stop - 1] if start < stop else [])
+            if unit
+            else _range_values(start, stop, step)
+        )
         if not values:
             raise ConfigError(
                 f"{text!r} holds no values (range is end-exclusive: range(a,b) is a..b-1).",
@@ -263,6 +274,9 @@ def _range_values(start: float, stop: float, step: float) -> list[Value]:
     while (step > 0 and value < stop) or (step < 0 and value > stop):
         out.append(value)
         value = value + step
-        if len(out) > 10_000:
-            break
+        if len(out) > MAX_RANGE_VALUES:
+            raise ConfigError(
+                f"range({start},{stop},{step}) holds more than {MAX_RANGE_VALUES:,} values.",
+                hint="Use a larger step, or interval(a,b) to draw from the span.",
+            )
     return out

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,8 +22,8 @@ from typing import Any
 
 from engine.config.schema import LeptonConfig
 from engine.errors import CheckpointError, ConfigError, LeptonError, RunInterrupted, TrainingFailed
-from engine.runs.layout import new_run_name, read_json, write_json_atomic
-from engine.runs.lock import hold_run
+from engine.runs.layout import new_run_name, read_json, write_status
+from engine.runs.lock import LOCK_FILE, hold_run
 from engine.runs.storage import Location
 from engine.runs.sweep_dir import BEST_JSON, SWEEP_FILE
 from engine.task import TaskInfo
@@ -65,7 +64,7 @@ def resolve_sweep_dir(plan: SweepPlan, cfg: LeptonConfig) -> Location:
     else:
         where = root / new_run_name(f"{plan.task}-sweep")
     record = read_json(where / SWEEP_FILE)
-    started = where.is_dir() and any(p.name != "driver.lock" for p in where.children())
+    started = where.is_dir() and any(p.name != LOCK_FILE for p in where.children())
     if plan.resume and record is None:
         raise CheckpointError(
             f"resume=true but {where} is not a sweep ({SWEEP_FILE} is missing).",
@@ -98,18 +97,18 @@ def run_sweep(
         sweep_dir.mkdir()
         started = record.get("started") or time.time()
         _record(sweep_dir, plan, "running", started)
-        return _tune(sweep_dir, plan, cfg, started, echo)
+        return _tune(sweep_dir, plan, cfg, info, started, echo)
 
 
 def _tune(
     sweep_dir: Location,
     plan: SweepPlan,
     cfg: LeptonConfig,
+    info: TaskInfo,
     started: float,
     echo: Callable[[str], None],
 ) -> SweepOutcome:
     from engine.config.load import checkpoint_metric
-    from engine.plugins import get_registry
     from engine.train.cluster import check_storage, cluster_resources, ray_cluster
 
     for key, value in TUNE_ENV.items():
@@ -117,7 +116,6 @@ def _tune(
     # Tune's result analysis reads each trial's result.json as its own JSON-lines log;
     # that file is the engine's record here, and its warning about it is noise.
     logging.getLogger("ray.tune.analysis.experiment_analysis").setLevel(logging.ERROR)
-    info = get_registry().get_task(plan.task)
     statuses: dict[str, str] | None = None
     with InterruptGuard() as guard:
         try:
@@ -131,7 +129,7 @@ def _tune(
                 resources = cluster_resources()
                 concurrent = trials_at_once(plan, cfg.scaling, resources)
                 check_storage(sweep_dir.parent, cfg.run.shared_fs, resources)
-                tuner, _ = build_tuner(
+                tuner = build_tuner(
                     plan,
                     cfg.scaling,
                     cfg.trainer.keep_checkpoints,
@@ -147,6 +145,8 @@ def _tune(
                 results = guard.run(tuner.fit)
                 statuses = statuses_of(results, plan.epochs)
         except Interrupt as stop:
+            # Marked first: the results read a sweep that is no longer live.
+            _record(sweep_dir, plan, "interrupted", started)
             outcome = _results(sweep_dir, plan, statuses, "interrupted", echo=None)
             _record(sweep_dir, plan, "interrupted", started, best=outcome.best)
             raise RunInterrupted(
@@ -190,25 +190,19 @@ def _results(
 def _record(
     sweep_dir: Location, plan: SweepPlan, status: str, started: float, **extra: Any
 ) -> None:
-    write_json_atomic(
+    write_status(
         sweep_dir / SWEEP_FILE,
-        {
-            "kind": "sweep",
-            "status": status,
-            "task": plan.task,
-            "metric": plan.metric,
-            "mode": plan.mode,
-            "params": plan.describe(),
-            "overrides": plan.trial_overrides,
-            "scheduler": plan.settings.scheduler,
-            "search": plan.settings.search,
-            "num_samples": plan.settings.samples(),
-            "epochs": plan.epochs,
-            "started": started,
-            "updated": time.time(),
-            "wall_s": round(time.time() - started, 2),
-            "pid": os.getpid(),
-            "host": socket.gethostname(),
-            **extra,
-        },
+        status,
+        started=started,
+        kind="sweep",
+        task=plan.task,
+        metric=plan.metric,
+        mode=plan.mode,
+        params=plan.describe(),
+        overrides=plan.trial_overrides,
+        scheduler=plan.settings.scheduler,
+        search=plan.settings.search,
+        num_samples=plan.settings.samples(),
+        epochs=plan.epochs,
+        **extra,
     )

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from ray.tune.integration.ray_train import TuneReportCallback
 
-from engine.train.worker_context import WorkerContext
+from engine.train.worker_context import LocalContext, checkpoint_as_dir
 from engine.tune.plan import SweepPlan
 
 #: The rung counter every report carries: epochs finished, counted from 1.
@@ -37,34 +37,29 @@ EPOCHS_DONE = "epochs_done"
 
 def trial_dirname(trial: Any) -> str:
     """``trial_00003``: from Tune's trial index, so a restored trial keeps its directory."""
-    return "trial_" + str(trial.trial_id).rsplit("_", 1)[-1]
+    return dirname_for(trial.trial_id)
 
 
-class TrialContext(WorkerContext):
-    """The loop inside a Tune trial's own process: one rank, reporting to Tune."""
+def dirname_for(trial_id: str) -> str:
+    """A trial's directory name from its Tune id (``<experiment>_<index>``)."""
+    return "trial_" + str(trial_id).rsplit("_", 1)[-1]
 
-    #: The sweep prints a line per trial, not per epoch of every trial.
-    prints_rows = False
 
-    def __init__(self, trial_name: str, device: str, threads: int) -> None:
+class TrialContext(LocalContext):
+    """The loop inside a Tune trial's own process: one rank, as in a plain process,
+    reporting to Tune (which persists the checkpoints into the trial directory)."""
+
+    def __init__(self, run_dir: str, device: str, threads: int) -> None:
         import logging
 
         from engine.train.orphan_guard import exit_with_raylet
-        from engine.train.worker_context import _tag_checkpoint_dirs
 
+        # The sweep prints a line per trial, not per epoch of every trial.
+        super().__init__(run_dir, device, prints_rows=False)
         exit_with_raylet()  # a trial whose cluster is gone stops writing at once
-        _tag_checkpoint_dirs(trial_name)
         # "Checkpoint successfully created at ..." on the driver's terminal for every epoch.
         logging.getLogger("ray.train._internal.storage").setLevel(logging.WARNING)
-        self._device = torch.device(device)
         torch.set_num_threads(max(1, threads))
-
-    @property
-    def device(self) -> torch.device:
-        return self._device
-
-    def prepare_model(self, model: torch.nn.Module) -> torch.nn.Module:
-        return model.to(self._device)
 
     def report(self, metrics: dict[str, Any], checkpoint_dir: str | None) -> None:
         from ray import tune
@@ -76,12 +71,8 @@ class TrialContext(WorkerContext):
     def restored_checkpoint(self) -> Iterator[Path | None]:
         from ray import tune
 
-        checkpoint = tune.get_checkpoint()
-        if checkpoint is None:
-            yield None
-            return
-        with checkpoint.as_directory() as path:
-            yield Path(path)
+        with checkpoint_as_dir(tune.get_checkpoint()) as path:
+            yield path
 
 
 def with_epochs_done(metrics: dict[str, Any]) -> dict[str, Any]:
@@ -104,7 +95,7 @@ def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
     from engine.train.loop import LoopSpec
 
     context = tune.get_context()
-    name = trial_dirname_of(context)
+    name = dirname_for(context.get_trial_id())
     values = {key: config[key] for key in plan.params}
     loaded = load_config(plan.trial_config_overrides(values, name), config_dir=plan.config_dir)
     cfg, info = loaded.config, loaded.info
@@ -117,6 +108,7 @@ def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
     metric, mode = checkpoint_metric(cfg, info)
     trial = {"sweep": plan.name, "name": name, "values": values}
     started = (read_result(run_dir) or {}).get("started") or time.time()
+    # Not the driver's status record (write_status): a trial's wall time is its rows' span.
     status = {"status": "running", "started": started, "metric": metric, "mode": mode}
     write_json_atomic(run_dir / RESULT_FILE, {**status, "trial": trial, "updated": time.time()})
     spec = LoopSpec(
@@ -135,7 +127,7 @@ def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
 
         device = "cuda" if cfg.scaling.use_gpu else "cpu"
         try:
-            run_loop(spec, TrialContext(name, device, int(cfg.scaling.cpus_per_worker)))
+            run_loop(spec, TrialContext(run_dir.uri, device, int(cfg.scaling.cpus_per_worker)))
         finally:
             # A trial the scheduler stops ends inside `tune.report`, before the loop
             # finishes its W&B run; the next trial in this (reused) process gets its own.
@@ -152,11 +144,6 @@ def _finish_wandb_run() -> None:
     wandb = sys.modules.get("wandb")
     if wandb is not None and getattr(wandb, "run", None) is not None:
         wandb.run.finish()
-
-
-def trial_dirname_of(context: Any) -> str:
-    """The same name, from inside the trial (``ray.tune.get_context()``)."""
-    return "trial_" + str(context.get_trial_id()).rsplit("_", 1)[-1]
 
 
 class EpochReport(TuneReportCallback):  # type: ignore[misc]

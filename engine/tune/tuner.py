@@ -18,8 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from engine.config.schema import ScalingConfig
-from engine.errors import ClusterError, ConfigError
-from engine.train.cluster import ClusterResources
+from engine.train.cluster import ClusterResources, check_fits
 from engine.tune.plan import SweepPlan
 from engine.tune.space import grid_size, to_search_space
 from engine.tune.trial import EPOCHS_DONE, run_trial, trial_dirname
@@ -43,25 +42,14 @@ def trial_resources(scaling: ScalingConfig) -> dict[str, float]:
 
 def trials_at_once(plan: SweepPlan, scaling: ScalingConfig, res: ClusterResources) -> int:
     """``tune.max_concurrent_trials``, or as many trials as the cluster holds; a sweep
-    whose one trial cannot be placed is refused."""
-    cpus = scaling.num_workers * scaling.cpus_per_worker
-    fit = math.floor(res.total_cpus / cpus + 1e-9) if cpus else 1
+    whose one trial cannot be placed is refused (as ``lepton train`` refuses a run)."""
+    check_fits(scaling, res)
+    fit = math.floor(res.total_cpus / (scaling.num_workers * scaling.cpus_per_worker) + 1e-9)
     if scaling.use_gpu:
         gpus = scaling.num_workers * scaling.gpus_per_worker
         fit = min(fit, math.floor(res.total_gpus / gpus + 1e-9))
-    if fit < 1:
-        raise ClusterError(
-            f"One trial needs {cpus:g} CPU(s)"
-            + (
-                f" and {scaling.num_workers * scaling.gpus_per_worker:g} GPU(s)"
-                if scaling.use_gpu
-                else ""
-            )
-            + f"; the cluster has {res.total_cpus:g} CPU(s) and {res.total_gpus:g} GPU(s).",
-            hint="Lower scaling.num_workers / scaling.cpus_per_worker, or use a larger cluster.",
-        )
     chosen = plan.settings.max_concurrent_trials
-    return min(chosen, fit) if chosen else fit
+    return max(1, min(chosen, fit) if chosen else fit)
 
 
 def _scheduler(plan: SweepPlan) -> Any:
@@ -72,12 +60,7 @@ def _scheduler(plan: SweepPlan) -> Any:
         return FIFOScheduler()
     if s.scheduler == "median":
         return MedianStoppingRule(time_attr=EPOCHS_DONE, grace_period=s.grace_period)
-    max_t = s.max_t or plan.epochs
-    if s.grace_period > max_t:
-        raise ConfigError(
-            f"tune.grace_period={s.grace_period} is above ASHA's last rung ({max_t} epochs).",
-            hint="Lower tune.grace_period, or train for more epochs (trainer.epochs).",
-        )
+    max_t = s.max_t or plan.epochs  # grace_period <= max_t: checked by the plan
     return ASHAScheduler(
         time_attr=EPOCHS_DONE,
         max_t=max_t,
@@ -90,16 +73,9 @@ def _searcher(plan: SweepPlan, concurrent: int) -> Any:
     """Optuna's TPE, or Tune's variant generator (random and grid; seeded, and capped at
     ``concurrent`` trials itself: TuneConfig's cap applies to searchers only)."""
     s = plan.settings
-    if s.search == "optuna":
-        try:
-            import optuna  # noqa: F401
-            from ray.tune.search.optuna import OptunaSearch
-        except ImportError:
-            raise ConfigError(
-                "tune.search=optuna needs the optuna package.",
-                hint="Install the engine's tune extra: pip install 'lepton-engine[tune]' "
-                "(make install does).",
-            ) from None
+    if s.search == "optuna":  # installed: checked by the plan
+        from ray.tune.search.optuna import OptunaSearch
+
         return OptunaSearch(seed=s.seed)
     from ray.tune.search import BasicVariantGenerator
 
@@ -148,7 +124,7 @@ def build_tuner(
             resume_errored=False,
             restart_errored=False,
         )
-        return tuner, lines
+        return tuner
     tune_config = tune.TuneConfig(
         metric=plan.metric,
         mode=plan.mode,
@@ -156,14 +132,14 @@ def build_tuner(
         max_concurrent_trials=concurrent if plan.settings.search == "optuna" else None,
         scheduler=_scheduler(plan),
         search_alg=_searcher(plan, concurrent),
-        reuse_actors=True,
+        # A one-worker trial's process is reused by the next trial (no second start-up);
+        # a Train trial's is not: Tune waits only 2 s for the last trial's fit() to end.
+        reuse_actors=scaling.num_workers == 1,
         trial_dirname_creator=trial_dirname,
         trial_name_creator=trial_dirname,
         time_budget_s=plan.settings.time_budget_s,
     )
-    return tune.Tuner(
-        trainable, param_space=space, tune_config=tune_config, run_config=run_config
-    ), lines
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
 def trial_count(plan: SweepPlan) -> int:
