@@ -151,6 +151,12 @@ def _stop(cluster: Cluster) -> None:
     """Leave the cluster; an embedded one's processes end, then its session dir goes."""
     import ray
 
+    from engine.train.interrupts import fit_still_running
+
+    if not cluster.embedded and fit_still_running():
+        # Interrupted on a joined cluster: leaving Ray under the thread still waiting in
+        # it can crash this process; the job ends with the process (interrupts.py).
+        return
     if cluster.session_dir is not None:
         end_autoscaler_monitor(cluster.session_dir)  # else the shutdown waits a second for it
     # Waiting for Ray's processes to end lets nothing write into the session dir after.

@@ -27,7 +27,7 @@ from engine.runs.lock import LOCK_FILE, hold_run
 from engine.runs.storage import Location, first_line
 from engine.task import TaskInfo
 from engine.train.embedded import RAY_LOGS_DIR
-from engine.train.interrupts import Interrupt, InterruptGuard, resume_command
+from engine.train.interrupts import Interrupt, InterruptGuard, fit_still_running, resume_command
 
 if TYPE_CHECKING:
     from engine.train.loop import LoopSpec
@@ -155,6 +155,7 @@ def _train_in(
     # The first SIGINT/SIGTERM stops the run (see engine/train/interrupts.py); a second
     # one, also while the interrupted run is being recorded below, exits at once.
     with InterruptGuard() as guard:
+        workers_live_on = False
         try:
             guard.arm()  # a cluster starting up is stopped too
             if in_process:  # no Ray: the loop on this (main) thread, where signals land
@@ -164,6 +165,7 @@ def _train_in(
             else:
                 _fit_on_ray(cfg, spec, run_dir, guard=guard, clock=clock, echo=echo)
         except Interrupt as stop:  # the workers ended with the cluster (ray.shutdown)
+            workers_live_on = stop.workers_live_on
             cost = record_cost(run_dir, cfg, clock, earlier_cost)
             raise _interrupted(run_dir, cfg, stop, started, metric, mode, cost) from None
         except (KeyboardInterrupt, SystemExit):  # a cluster of the caller's: Train's own handler
@@ -201,8 +203,8 @@ def _train_in(
             # the worker is this process, done with its dirs once the loop has ended.
             if in_process:
                 remove_orphan_checkpoint_dirs(run_dir.name, ended=(os.getpid(),))
-            else:
-                remove_orphan_checkpoint_dirs(run_dir.name, wait_s=10.0)
+            else:  # unless its workers live on until this process ends (interrupts.py)
+                remove_orphan_checkpoint_dirs(run_dir.name, wait_s=0.0 if workers_live_on else 10.0)
 
     summary = summarize(run_dir, metric, mode, "finished")
     cost = record_cost(run_dir, cfg, clock, earlier_cost)
@@ -256,6 +258,9 @@ def _fit_on_ray(
                 clock.fit_started = time.time()
                 guard.run(trainer.fit)
                 clock.fit_ended = time.time()
+            except Interrupt as stop:  # see ray_cluster: a joined cluster's job is left as is
+                stop.workers_live_on = not cluster.embedded and fit_still_running()
+                raise
             except Exception:
                 if run_dir.is_local:  # the embedded cluster's logs outlive it here
                     cluster.keep_logs_in = run_dir.local_path / RAY_LOGS_DIR

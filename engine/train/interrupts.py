@@ -14,6 +14,12 @@ and ``fit()`` runs on a helper thread (where Train installs no handler of its ow
 does under Tune), so the main thread is free to take the signal. The driver then leaves
 the cluster (``ray.shutdown()``: the workers end with it), records the run and raises
 :class:`~engine.errors.RunInterrupted`. A second signal ends the process at once.
+
+On a cluster the driver joined, ``ray.shutdown()`` is not called while ``fit()`` is still
+blocked inside Ray on its thread: tearing down Ray's core worker under a thread waiting in
+it crashes the process (SIGSEGV) now and then. The job there ends with the driver's
+process instead (the ``lepton`` entry leaves with ``os._exit`` once the run is recorded),
+and Ray's GCS then ends the job's controller and workers.
 """
 
 from __future__ import annotations
@@ -33,6 +39,9 @@ T = TypeVar("T")
 #: The signals the guard takes over.
 SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
+#: The name of the helper thread :meth:`InterruptGuard.run` runs ``fit()`` on.
+FIT_THREAD = "lepton-fit"
+
 
 def exit_status(signum: int) -> int:
     """The shell's convention: 128 + the signal number (130 for SIGINT, 143 for SIGTERM)."""
@@ -49,6 +58,8 @@ class Interrupt(BaseException):
     def __init__(self, signum: int) -> None:
         super().__init__(signum)
         self.signum = signum
+        #: The job's workers run on until this process ends (a joined cluster, left as is).
+        self.workers_live_on = False
 
     @property
     def name(self) -> str:
@@ -116,7 +127,7 @@ class InterruptGuard:
             except BaseException as exc:  # handed to the waiting main thread
                 box["error"] = exc
 
-        worker = threading.Thread(target=target, name="lepton-fit", daemon=True)
+        worker = threading.Thread(target=target, name=FIT_THREAD, daemon=True)
         worker.start()
         while worker.is_alive():
             worker.join(0.5)
@@ -132,6 +143,12 @@ class InterruptGuard:
         tb: TracebackType | None,
     ) -> None:
         self.disarm()
+
+
+def fit_still_running() -> bool:
+    """Whether a ``fit()`` that :meth:`InterruptGuard.run` left behind (on an interrupt) is
+    still inside Ray on its helper thread."""
+    return any(t.name == FIT_THREAD and t.is_alive() for t in threading.enumerate())
 
 
 def exit_now(signum: int) -> None:
