@@ -105,3 +105,7 @@ def clip_repr(value: object, limit: int = QUOTE_LIMIT) -> str:
     if isinstance(value, str) and len(value) > limit:
         return f"{value[:limit]!r}…({len(value) - limit} more characters)"
     return clip(repr(value), limit)
+
+
+class ServeError(LeptonError):
+    """A service that cannot start or be reached (``lepton serve``)."""

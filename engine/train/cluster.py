@@ -85,8 +85,11 @@ def ray_cluster(address: str | None) -> Iterator[Cluster]:
     global _teardown
     wait_for_teardown()  # a cluster still stopping is gone before another one starts
     address = address or os.environ.get("RAY_ADDRESS") or None
-    if not address:
-        loopback_only()  # before `import ray`: Ray reads the switch at import
+    if not address or address.split(":")[0] in ("127.0.0.1", "localhost"):
+        # Before `import ray`: Ray reads the switch at import. A cluster on loopback (an
+        # embedded one another `lepton` process runs) is only reached this way: Ray would
+        # otherwise swap 127.0.0.1 for this machine's address.
+        loopback_only()
     import ray
 
     # Read by the driver when fit() starts Train's controller, on any cluster.

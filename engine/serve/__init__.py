@@ -1,0 +1,1 @@
+"""``lepton serve``: trained models behind HTTP (KServe V1 and the Open Inference Protocol)."""

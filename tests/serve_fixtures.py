@@ -1,0 +1,105 @@
+"""Small trained models and one served app, for the serving tests.
+
+Models train in this process (``scaling=inprocess``, one epoch, the tasks' built-in demo
+data: digits, the NLP demo tickets, synthetic interactions; the scaffolded plugin's table is
+written here). The app is deployed on the session's Ray cluster with
+:func:`engine.serve.app.build_app`, exactly as ``lepton serve`` builds it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import requests
+
+QUICK = ["scaling=inprocess", "scaling.cpus_per_worker=1", "trainer.epochs=1", "run.report=false"]
+
+
+def train_inprocess(root: Path, name: str, *overrides: str) -> Path:
+    from engine.config.load import load_config
+    from engine.train.driver import train
+
+    loaded = load_config([*overrides, *QUICK, f"run.dir={root}", f"run.name={name}"])
+    train(loaded.config, loaded.info, loaded.yaml, echo=lambda _: None)
+    return root / name
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def install_editable(path: Path) -> None:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "-e",
+            str(path),
+        ],
+        check=True,
+        capture_output=True,
+    )
+
+
+def uninstall(dist: str) -> None:
+    subprocess.run(
+        [sys.executable, "-m", "pip", "uninstall", "-y", "-q", dist], capture_output=True
+    )
+
+
+@contextlib.contextmanager
+def served_app(
+    model_args: list[str], overrides: list[str], *, name: str = "lepton", prefix: str = "/"
+) -> Iterator[dict[str, Any]]:
+    """Deploy an app on the running Serve instance; yield its spec; delete it after."""
+    from ray import serve
+
+    from engine.serve.app import app_spec, build_app
+    from engine.serve.models import resolve_models
+    from engine.serve.settings import load_serve_config, read_token
+
+    config = load_serve_config([f"serve.app_name={name}", *overrides])
+    spec = app_spec(resolve_models(model_args), config.serve, read_token(config.serve))
+    serve.run(build_app(spec), name=name, route_prefix=prefix, blocking=False)
+    try:
+        yield spec
+    finally:
+        serve.delete(name)
+
+
+def wait_ready(url: str, timeout: float = 120, headers: dict[str, str] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(requests.RequestException):
+            if (
+                requests.get(f"{url}/v2/health/ready", timeout=5, headers=headers).status_code
+                == 200
+            ):
+                return
+        time.sleep(0.5)
+    raise AssertionError(f"{url} did not become ready in {timeout} s")
+
+
+def predict_offline(run: Path, inputs_file: Path, tmp: Path) -> list[dict[str, Any]]:
+    """What `lepton predict RUN --input FILE -o out.jsonl` writes, without the ids."""
+    from engine.inference.predict import predict
+
+    out = tmp / f"{run.name}-predictions.jsonl"
+    predict(run, inputs_file, out, force=True)
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    return [{k: v for k, v in row.items() if k != "id"} for row in rows]
