@@ -136,3 +136,40 @@ def test_a_port_in_use_is_named(run, tmp_path):
         port = held.getsockname()[1]
         out = run_lepton("serve", str(run), f"serve.port={port}", env={"RAY_ADDRESS": None})
     assert out.returncode == 2 and f"Cannot listen on 127.0.0.1:{port}" in out.stderr, out.stderr
+
+
+def test_on_a_cluster_serve_deploys_and_returns_then_status_and_shutdown(run, tmp_path):
+    """With RAY_ADDRESS the app is deployed to that cluster and the command returns; it
+    keeps serving without it; status and shutdown act on it there."""
+    from multinode import LocalMultiNodeCluster
+
+    cluster = LocalMultiNodeCluster(head_cpus=2, worker_cpus=()).start()
+    try:
+        port = free_port()
+        env = {**cluster.client_env(), "LEPTON_HOME": str(tmp_path)}
+        started = time.monotonic()
+        out = run_lepton(
+            "serve",
+            f"digits={run}",
+            f"serve.port={port}",
+            "serve.replicas.num_cpus=0.5",
+            env=env,
+            timeout=300,
+        )
+        assert out.returncode == 0, out.stderr[-3000:]
+        assert f"Deployed to {cluster.address}" in out.stdout
+        print(f"deployed to a cluster and returned in {time.monotonic() - started:.1f} s")
+        answer = requests.post(
+            f"http://127.0.0.1:{port}/v1/models/digits:predict",
+            json={"instances": [[[0] * 8] * 8]},
+            timeout=30,
+        )
+        assert answer.status_code == 200, answer.text
+        status = run_lepton("serve", "status", env=env, timeout=180)
+        assert status.returncode == 0 and "app lepton: RUNNING" in status.stdout, status.stderr
+        down = run_lepton("serve", "shutdown", env=env, timeout=180)
+        assert down.returncode == 0 and "app lepton: deleted" in down.stdout, down.stderr
+        again = run_lepton("serve", "status", env=env, timeout=180)
+        assert again.returncode == 2 and "No Serve app named 'lepton'" in again.stderr
+    finally:
+        cluster.stop()

@@ -217,14 +217,22 @@ def test_each_task_answers_v1_and_v2_as_lepton_predict_does(service, runs, tmp_p
     outputs = {o["name"]: o for o in out["outputs"]}
     for o in out["outputs"]:
         assert o["shape"][0] == len(instances)
-    key = "label" if "label" in offline[0] else None
-    if key:
+    if "label" in offline[0]:
         assert outputs["label"]["data"] == [p["label"] for p in offline]
-    elif task == "recsys":
-        assert outputs["items.item"]["data"][:3] == [
-            str(x["item"]) if isinstance(outputs["items.item"]["data"][0], str) else x["item"]
-            for x in offline[0]["items"][:3]
-        ]
+        assert outputs["score"]["data"] == pytest.approx([p["score"] for p in offline], rel=1e-5)
+    else:  # recsys: the same users and k through V1 give the same items, row by row
+        users = [str(i["user"]) if isinstance(i, dict) else str(i) for i in instances]
+        same = _post(
+            url,
+            "/v1/models/recsys:predict",
+            {"instances": [{"user": int(u) if u.isdigit() else u, "k": 3} for u in users]},
+        )
+        expected = [[str(x["item"]) for x in p["items"]] for p in same.json()["predictions"]]
+        items = outputs["items.item"]
+        width = items["shape"][1]
+        rows = [items["data"][r * width : (r + 1) * width] for r in range(items["shape"][0])]
+        counts = outputs["items.count"]["data"]
+        assert [[str(v) for v in row[:n]] for row, n in zip(rows, counts, strict=True)] == expected
 
 
 def _v2_request(task: str, meta: dict, instances: list) -> dict:
@@ -495,3 +503,31 @@ def test_fuzzing_from_the_services_own_openapi_finds_no_5xx(service):
     print(f"fuzz: {len(sent)} requests over {len(operations)} operations; statuses {statuses}")
     assert len(sent) >= 1000, f"only {len(sent)} requests in the time allowed"
     assert not server_errors, server_errors[:5]
+
+
+def test_past_its_queue_limit_the_service_refuses_with_retry_after(service, runs):
+    """A second app beside the first (its own route prefix), with a queue of 2 requests per
+    caller and 429 for backpressure: a burst of 48 concurrent heavy requests gets some 429s
+    with Retry-After, the rest answered, and no 5xx."""
+    url, _ = service
+    _, run = runs
+    overrides = [
+        "serve.replicas.num_cpus=0.25",
+        "serve.batch.enabled=false",
+        "serve.max_queued_requests=2",
+        "serve.backpressure_status=429",
+        "serve.retry_after_s=2",
+    ]
+    body = {"instances": ["my invoice was charged twice and nobody answers"] * 200}
+    with served_app([f"nlp={run['nlp']}"], overrides, name="bp", prefix="/bp"):
+        wait_ready(f"{url}/bp", headers=AUTH)
+        with ThreadPoolExecutor(48) as pool:
+            answers = list(
+                pool.map(lambda _: _post(url, "/bp/v1/models/nlp:predict", body), range(48))
+            )
+    statuses = sorted({a.status_code for a in answers})
+    refused = [a for a in answers if a.status_code == 429]
+    print(f"backpressure: statuses {statuses}; {len(refused)} of 48 refused with 429")
+    assert refused and all(a.headers.get("Retry-After") == "2" for a in refused)
+    assert any(a.status_code == 200 for a in answers)
+    assert all(a.status_code in (200, 429) for a in answers)

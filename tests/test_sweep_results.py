@@ -411,3 +411,14 @@ def test_lepton_predict_takes_a_sweep_dir(copy_of, tmp_path, capsys):
     expected = predictor.predict([folder / r["id"] for r in rows])
     assert len(rows) == 6 and [r["label"] for r in rows] == [e["label"] for e in expected]
     assert f"best trial {best['trial']}" in capsys.readouterr().err
+
+
+def test_lepton_serve_takes_a_sweep_as_its_best_trials_checkpoint(sweep, capsys):
+    from engine.runs.layout import resolve_checkpoint
+    from engine.serve.models import resolve_models
+
+    write_sweep_results(sweep)
+    (model,) = resolve_models([f"best={sweep}"])
+    assert model.name == "best" and model.task == "vision"
+    assert model.checkpoint == str(resolve_checkpoint(sweep).local_path.resolve())
+    assert model.info["metrics"]  # what the metadata routes show for it
