@@ -9,10 +9,13 @@ PIP    := $(BIN)/python -m pip
 TORCH  := torch==2.14.1 torchvision==0.29.1
 PLUGINS := $(wildcard plugins/*)
 STAMP  := $(VENV)/.installed
+# The local multi-node cluster's state dir (address, token, pids): `make cluster-up`.
+CLUSTER_DIR ?= .lepton-cluster
 # This machine's pip config names local indexes that lack most packages: drop that noise.
 QUIET  := { grep -v -e 'is ignored: it is neither' -e 'WheelFile(wheel_path' -e '^  !!' || true; }
 
-.PHONY: install demo test test-fast test-ray test-slow lint format bench clean
+.PHONY: install demo test test-fast test-ray test-slow lint format bench clean \
+        check-cluster cluster-up cluster-down
 
 $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -57,6 +60,18 @@ format: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m bench
+
+## cluster.yaml checked as `ray up` checks it (Ray's schema), plus token auth on every node.
+check-cluster: $(STAMP)
+	$(BIN)/python -m engine.jobs.cluster_config cluster.yaml
+
+## A local multi-node cluster on this machine: head + 2 workers, token auth, 127.0.0.1.
+cluster-up: $(STAMP)
+	$(BIN)/python -m engine.jobs.local_cluster up --dir $(CLUSTER_DIR)
+
+## Stops only the processes of `make cluster-up`'s cluster (never `ray stop`).
+cluster-down: $(STAMP)
+	$(BIN)/python -m engine.jobs.local_cluster down --dir $(CLUSTER_DIR)
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -23,6 +23,8 @@ from engine import __version__
 COMMANDS = (
     "engine.train.train_command",
     "engine.tune.tune_command",
+    "engine.jobs.submit_command",
+    "engine.jobs.jobs_command",
     "engine.serve.serve_command",
     "engine.plugins_command",
     "engine.runs.runs_command",
@@ -40,6 +42,9 @@ EPILOG = """examples:
   lepton train --from runs/<run> optimizer.lr=3e-4 a new run from an earlier run's config
   lepton tune task=vision 'optimizer.lr=tag(log,interval(1e-4,1e-1))' scaling.num_workers=1
                                                    a sweep (ASHA), best config and checkpoint
+  lepton submit --wait -- train task=vision run.dir=s3://bucket/runs
+                                                   the same as a job on a Ray cluster
+  lepton jobs list                                 the cluster's jobs (status, logs ID, stop ID)
   lepton serve runs/<run>                          the best checkpoint over HTTP (KServe V1 + V2)
   lepton plugins                                   installed plugins and their tasks
   lepton runs                                      runs under ./runs with status and best metric

@@ -109,3 +109,8 @@ def clip_repr(value: object, limit: int = QUOTE_LIMIT) -> str:
 
 class ServeError(LeptonError):
     """A service that cannot start or be reached (``lepton serve``)."""
+
+
+class JobError(LeptonError):
+    """A cluster job cannot be submitted or found (``lepton submit``, ``lepton jobs``): a bad
+    address or token, an unknown job id, an upload too big; the message names which."""

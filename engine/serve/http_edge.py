@@ -11,6 +11,7 @@ log line of each request names it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 import json
@@ -109,7 +110,10 @@ async def json_body(request: Request) -> Any:
         raise RequestError(f"{name} is not valid JSON.")
 
     try:
-        return json.loads(b"".join(chunks), parse_constant=constant)
+        raw = b"".join(chunks)
+        if len(raw) > 256 * 1024:  # a big body parses on a thread, off the event loop
+            return await asyncio.to_thread(json.loads, raw, parse_constant=constant)
+        return json.loads(raw, parse_constant=constant)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise RequestError(f"The request body is not valid JSON: {exc}.") from None
     except RecursionError:

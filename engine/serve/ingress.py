@@ -21,6 +21,7 @@ a client sent; backpressure (too many requests queued) is 503 or 429 with Retry-
 # No `from __future__ import annotations`: FastAPI reads the route signatures at run time
 # (a string annotation `Request` would become a required query parameter under Serve).
 
+import asyncio
 import random
 import time
 from typing import Any
@@ -98,7 +99,9 @@ class Ingress:
         except Exception as exc:
             raise unavailable(exc) from None
         body = await json_body(request)
-        parsed = parse(body, self.validators[(name, chosen)])
+        # On a thread: checking a large request (a big image as nested lists) takes long
+        # enough to hold up every other request on this event loop.
+        parsed = await asyncio.to_thread(parse, body, self.validators[(name, chosen)])
         inputs = parsed if isinstance(parsed, list) else parsed.inputs
         started = time.perf_counter()
         stats = self.stats.setdefault((name, chosen), LatencyStats())

@@ -85,6 +85,14 @@ def ray_cluster(address: str | None) -> Iterator[Cluster]:
     global _teardown
     wait_for_teardown()  # a cluster still stopping is gone before another one starts
     address = address or os.environ.get("RAY_ADDRESS") or None
+    if address and address.startswith(("http://", "https://")):
+        raise ClusterError(
+            f"{address} is a Jobs API (dashboard) URL, which `lepton submit` and `lepton jobs` "
+            "take; this command joins a cluster by its GCS address.",
+            hint="Pass ray.address=HOST:6379 (the address `ray status` shows; RAY_ADDRESS set "
+            "for lepton submit is ignored then), or send the command with "
+            "`lepton submit -- <command>`.",
+        )
     if not address or address.split(":")[0] in ("127.0.0.1", "localhost"):
         # Before `import ray`: Ray reads the switch at import. A cluster on loopback (an
         # embedded one another `lepton` process runs) is only reached this way: Ray would
