@@ -93,11 +93,8 @@ def ray_cluster(address: str | None) -> Iterator[Cluster]:
             "for lepton submit is ignored then), or send the command with "
             "`lepton submit -- <command>`.",
         )
-    if not address or address.split(":")[0] in ("127.0.0.1", "localhost"):
-        # Before `import ray`: Ray reads the switch at import. A cluster on loopback (an
-        # embedded one another `lepton` process runs) is only reached this way: Ray would
-        # otherwise swap 127.0.0.1 for this machine's address.
-        loopback_only()
+    if not address:
+        loopback_only()  # before `import ray`: Ray reads the switch at import
     import ray
 
     # Read by the driver when fit() starts Train's controller, on any cluster.
