@@ -50,8 +50,10 @@ def _targets(results: list[BenchResult]) -> list[tuple[BenchResult, Row]]:
 def fmt_value(value: float | None, unit: str) -> str:
     if value is None:
         return "n/a"
-    if unit == "samples/s":
-        return f"{value:,.0f} samples/s"
+    if unit in ("samples/s", "req/s", "images/s"):
+        return f"{value:,.0f} {unit}"
+    if unit == "ms":
+        return f"{value:.1f} ms"
     if unit == "MiB":
         return f"{value:,.0f} MiB"
     if unit == "%":

@@ -1,3 +1,13 @@
 """Importing this package registers every benchmark, in report order."""
 
-from bench.benchmarks import data, e2e, memory, pending, phases, startup, training, tune  # noqa: F401
+from bench.benchmarks import (  # noqa: F401
+    data,
+    e2e,
+    memory,
+    pending,
+    phases,
+    serve,
+    startup,
+    training,
+    tune,
+)

@@ -76,8 +76,10 @@ class ServeSettings:
     @property
     def max_ongoing_requests(self) -> int:
         """Per replica: enough for a full batch to gather (Serve's default of 5 would cap
-        every batch at 5), and one more batch queued behind the running one."""
-        return max(5, 2 * self.batch.max_batch_size) if self.batch.enabled else 8
+        every batch at 5), one more batch queued behind the running one, and at least 32."""
+        # Without batching too: requests beyond it wait in the caller's router, which
+        # retries with a growing back-off (up to 0.5 s) rather than queue at the replica.
+        return max(32, 2 * self.batch.max_batch_size) if self.batch.enabled else 32
 
 
 @dataclass
