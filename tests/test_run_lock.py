@@ -278,3 +278,22 @@ def test_two_trains_of_one_run_started_together_one_trains_one_is_refused(tmp_pa
     assert json.loads((root / "dup" / "result.json").read_text())["status"] == "finished"
     assert not (root / "dup" / LOCK_FILE).exists(), "released at the end"
     assert sorted(p.name for p in root.iterdir()) == ["dup"]
+
+
+def test_a_run_dir_that_cannot_be_created_is_a_storage_error_not_a_traceback(tmp_path):
+    from engine.errors import StorageError
+
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a directory")
+    with pytest.raises(StorageError, match="Cannot create the run directory") as err:
+        RunLock(Location.parse(blocker / "runs" / "r")).acquire()
+    assert "run.dir" in (err.value.hint or "")
+    out = subprocess.run(
+        [*LEPTON, "train", "task=vision", "scaling=inprocess", "run.dir=/proc/no-such/runs"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 2 and "Traceback" not in out.stderr, out.stderr[-2000:]
+    assert "Cannot create the run directory" in out.stderr

@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from engine.errors import CheckpointError, RunLockedError
+from engine.errors import CheckpointError, RunLockedError, StorageError
 from engine.runs.layout import CONFIG_FILE
 from engine.runs.storage import Location
 
@@ -200,12 +200,17 @@ class RunLock:
         import fcntl
 
         root = self.run_dir.local_path
-        root.parent.mkdir(parents=True, exist_ok=True)
         try:
+            root.parent.mkdir(parents=True, exist_ok=True)
             root.mkdir()
             self._created_dir = True
         except FileExistsError:
             pass
+        except OSError as exc:  # /proc/x, a read-only mount, a file where a dir should be
+            raise StorageError(
+                f"Cannot create the run directory {root}: {exc.strerror or exc}.",
+                hint="Set run.dir to a directory you can write (or an s3:// / gs:// URI).",
+            ) from None
         path = root / LOCK_FILE
         busy = 0
         while True:
