@@ -66,8 +66,14 @@ from ray.job_submission import JobStatus, JobSubmissionClient
 client = JobSubmissionClient(sys.argv[1])
 code = ("import engine, ray; ray.init(); f = ray.remote(lambda: ray.get_runtime_context().get_node_id()); "
         "print('on node', ray.get(f.options(resources={'lepton_worker_2': 1}).remote()))")
-job = client.submit_job(entrypoint=f"python -c {code!r}")
 deadline = time.monotonic() + 120
+while True:  # a just-started cluster's job agent registers a few seconds after the API answers
+    try:
+        job = client.submit_job(entrypoint=f"python -c {code!r}")
+        break
+    except RuntimeError as exc:
+        assert "No available agent" in str(exc) and time.monotonic() < deadline, exc
+        time.sleep(1)
 while client.get_job_status(job) not in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.STOPPED):
     assert time.monotonic() < deadline, "job did not end"
     time.sleep(0.5)

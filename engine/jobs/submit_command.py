@@ -98,7 +98,8 @@ def run(args: argparse.Namespace) -> int:
         requires = {k: v for k, v in needs.requires.items() if k not in sent}
         package = pack(plan, scratch)
         with api_errors(conn), this_address(conn.url):
-            job_id = conn.client.submit_job(
+            job_id = _submit(
+                conn.client,
                 entrypoint=entrypoint_for(requires, job),
                 runtime_env={"working_dir": str(package), "env_vars": {"PYTHONUNBUFFERED": "1"}},
                 metadata={"lepton_command": job[0]},
@@ -111,6 +112,25 @@ def run(args: argparse.Namespace) -> int:
     from engine.jobs.jobs_command import follow_job
 
     return follow_job(conn, job_id)
+
+
+#: How long to wait for a just-started cluster's job agent ("No available agent to submit
+#: job, please try again later": the head's dashboard answers before any node's agent has
+#: registered, for a few seconds after `ray start` / `make cluster-up`).
+AGENT_WAIT_S = 60.0
+
+
+def _submit(client: Any, **job: Any) -> str:
+    import time
+
+    deadline = time.monotonic() + AGENT_WAIT_S
+    while True:
+        try:
+            return str(client.submit_job(**job))
+        except RuntimeError as exc:
+            if "No available agent" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(1.0)
 
 
 class _Needs:
