@@ -73,6 +73,10 @@ class LocalMultiNodeCluster:
             f"--temp-dir={self.temp_dir}",
             f"--dashboard-port={free_port()}",
             f"--ray-client-server-port={free_port()}",
+            # Not the default (52365): the session's own cluster, started with a dashboard,
+            # holds it, and a node whose agent cannot bind has no job agent ("No available
+            # agent to submit job").
+            f"--dashboard-agent-listen-port={free_port()}",
             "--node-ip-address=127.0.0.1",
         )
         self.address = f"127.0.0.1:{self.port}"
@@ -81,6 +85,7 @@ class LocalMultiNodeCluster:
                 "start",
                 f"--address={self.address}",
                 f"--num-cpus={cpus}",
+                f"--dashboard-agent-listen-port={free_port()}",
                 "--node-ip-address=127.0.0.1",
                 env={"RAY_AUTH_MODE": "token", **self.worker_env},
             )
