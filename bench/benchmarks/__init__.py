@@ -8,6 +8,7 @@ from bench.benchmarks import (  # noqa: F401
     phases,
     serve,
     startup,
+    submit,
     training,
     tune,
 )
