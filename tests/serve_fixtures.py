@@ -62,6 +62,46 @@ def uninstall(dist: str) -> None:
     )
 
 
+#: The overrides that point a scaffolded tabular task at the table of :func:`tabular_plugin`.
+def tabular_overrides(name: str, table: Path) -> list[str]:
+    return [f"task={name}", f"task.data.path={table}", "task.data.categorical_columns=[plan]"]
+
+
+@contextlib.contextmanager
+def tabular_plugin(name: str, root: Path) -> Iterator[Path]:
+    """A plugin made by ``lepton plugin new NAME``, installed (editable) for the block, and a
+    200-row CSV for its tabular task (``root/table.csv``, yielded)."""
+    import importlib
+
+    import numpy as np
+    import pandas as pd
+
+    from engine.plugins import reset_registry
+    from engine.scaffold.plugin import new_plugin
+
+    plugin = new_plugin(name, root / f"lepton-{name}")
+    install_editable(plugin)
+    try:
+        sys.path.insert(0, str(plugin))  # this process predates the install's .pth file
+        importlib.invalidate_caches()
+        reset_registry()
+        rng = np.random.default_rng(0)
+        table = pd.DataFrame(
+            {
+                "tenure": rng.integers(1, 72, 200),
+                "charges": rng.uniform(20, 120, 200).round(2),
+                "plan": rng.choice(["basic", "pro"], 200),
+            }
+        )
+        table["target"] = np.where(table.charges / 25 - table.tenure / 20 > 0.5, "y", "n")
+        table.to_csv(root / "table.csv", index=False)
+        yield root / "table.csv"
+    finally:
+        uninstall(f"lepton-{name}")
+        sys.path.remove(str(plugin))
+        reset_registry()
+
+
 @contextlib.contextmanager
 def served_app(
     model_args: list[str], overrides: list[str], *, name: str = "lepton", prefix: str = "/"

@@ -20,11 +20,11 @@ import pytest
 import requests
 from serve_fixtures import (
     free_port,
-    install_editable,
     predict_offline,
     served_app,
+    tabular_overrides,
+    tabular_plugin,
     train_inprocess,
-    uninstall,
     wait_ready,
 )
 
@@ -46,33 +46,8 @@ def _png(array) -> str:
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """Trained runs, one per task (and a second vision run), plus each one's inputs."""
-    import numpy as np
-    import pandas as pd
-
-    from engine.scaffold.plugin import new_plugin
-
     root = tmp_path_factory.mktemp("serve-runs")
-    plugin = new_plugin("servetab", root / "lepton-servetab")
-    install_editable(plugin)
-    try:
-        import importlib
-        import sys
-
-        from engine.plugins import reset_registry
-
-        sys.path.insert(0, str(plugin))  # this process predates the install's .pth file
-        importlib.invalidate_caches()
-        reset_registry()
-        rng = np.random.default_rng(0)
-        table = pd.DataFrame(
-            {
-                "tenure": rng.integers(1, 72, 200),
-                "charges": rng.uniform(20, 120, 200).round(2),
-                "plan": rng.choice(["basic", "pro"], 200),
-            }
-        )
-        table["target"] = np.where(table.charges / 25 - table.tenure / 20 > 0.5, "y", "n")
-        table.to_csv(root / "table.csv", index=False)
+    with tabular_plugin("servetab", root) as table:
         out = {
             "vision": train_inprocess(root, "vision-a", "task=vision", "trainer.batch_size=256"),
             "vision-b": train_inprocess(
@@ -81,17 +56,10 @@ def runs(tmp_path_factory):
             "nlp": train_inprocess(root, "nlp", "task=nlp", "task.data.synthetic_size=400"),
             "recsys": train_inprocess(root, "recsys", "task=recsys"),
             "servetab": train_inprocess(
-                root,
-                "servetab",
-                "task=servetab",
-                f"task.data.path={root / 'table.csv'}",
-                "task.data.categorical_columns=[plan]",
-                "trainer.batch_size=32",
+                root, "servetab", *tabular_overrides("servetab", table), "trainer.batch_size=32"
             ),
         }
         yield root, out
-    finally:
-        uninstall("lepton-servetab")
 
 
 @pytest.fixture(scope="module")

@@ -373,6 +373,61 @@ def test_an_interrupted_sweep_and_tunes_statuses(copy_of):
     assert [t.status for t in told.trials] == ["stopped early", "failed", "stopped early"]
 
 
+def test_the_sweep_cost_sums_its_trials_and_prices_what_early_stopping_saved(copy_of):
+    from engine.runs.cost import TIMING_FILE
+    from engine.tune.finalize import finalize_trials
+
+    sweep = copy_of("costed-sweep")
+    for name, *_ in TRIALS:  # a price table in every trial's config, as `cost.cpu_hour=2`
+        config = yaml.safe_load((sweep / name / CONFIG_FILE).read_text())
+        config["cost"]["cpu_hour"] = 2.0
+        (sweep / name / CONFIG_FILE).write_text(yaml.safe_dump(config))
+    finalize_trials(sweep_dir=_location(sweep), statuses={}, report=False)
+
+    reserved = 0.0
+    for name, *_ in TRIALS:
+        cost = json.loads((sweep / name / RESULT_FILE).read_text())["cost"]
+        (attempt,) = json.loads((sweep / name / TIMING_FILE).read_text())["attempts"]
+        rows = read_metrics(sweep / name)
+        end = max(attempt["loop_ended"], rows[-1]["time"])
+        window = end - attempt["worker_started"]  # 1 worker x 1 CPU, start to end of its loop
+        assert cost["cpu_h_reserved"] == pytest.approx(1 * 1.0 * window / 3600, rel=0.05)
+        assert cost["money"] == pytest.approx(2.0 * cost["cpu_h_reserved"])
+        assert cost["samples"] == sum(r["samples"] for r in rows)
+        reserved += cost["cpu_h_reserved"]
+
+    results = write_sweep_results(sweep)
+    cost = results.cost
+    assert cost is not None and cost["trials"] == cost["trials_costed"] == len(TRIALS)
+    assert cost["trial_epochs"] == 3 + 3 + 1 and cost["trial_epochs_budget"] == 3 * PLANNED_EPOCHS
+    assert cost["trials_total"]["cpu_h_reserved"] == pytest.approx(reserved)
+    stopped = json.loads((sweep / "trial_00002" / RESULT_FILE).read_text())["cost"]
+    per_epoch = sum(stopped["phases"][p] for p in ("training", "validation", "checkpointing"))
+    saved = cost["saved_by_early_stopping"]
+    assert saved["trials_stopped"] == 1 and saved["trial_epochs"] == PLANNED_EPOCHS - 1
+    assert saved["cpu_h"] == pytest.approx(1.0 * per_epoch * 2 / 3600)
+    assert saved["money"] == pytest.approx(2.0 * saved["cpu_h"])
+    record = json.loads((sweep / "sweep.json").read_text())
+    assert cost["wall_s"] == pytest.approx(record["updated"] - record["started"])
+    report = (sweep / "report.md").read_text()
+    assert (
+        "## Speed and cost" in report
+        and "| Saved by early stopping | about 2 trial-epochs" in report
+    )
+    assert "![metric_vs_epoch.png](plots/metric_vs_epoch.png)" in report
+    table = format_table(results)
+    assert (
+        "7 trial-epochs of 9 (78%)" in table
+        and "Early stopping saved about 2 trial-epochs" in table
+    )
+
+
+def _location(path: Path):
+    from engine.runs.storage import Location
+
+    return Location.parse(str(path))
+
+
 def test_lepton_report_and_evaluate_take_a_sweep_dir(copy_of, capsys):
     sweep = copy_of("cli-sweep")
     assert cli.main(["report", str(sweep)]) == 0

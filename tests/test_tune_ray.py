@@ -83,6 +83,14 @@ def test_asha_over_a_grid_stops_poor_trials_and_finds_a_config_as_good_as_the_de
     assert resolve_checkpoint(outcome.sweep_dir) == outcome.sweep_dir / best["checkpoint"]
     trial_result = json.loads((outcome.sweep_dir / best["trial"] / "result.json").read_text())
     assert trial_result["status"] == "finished" and trial_result["trial"]["sweep"] == "sw"
+    # The sweep's cost: what ASHA's stops saved, in trial-epochs, is the stopped trials' rest.
+    cost = json.loads((outcome.sweep_dir / "sweep.json").read_text())["cost"]
+    saved = cost["saved_by_early_stopping"]
+    assert saved["trials_stopped"] == len(stopped)
+    assert saved["trial_epochs"] == sum(epochs - int(r["epochs"]) for r in stopped) > 0
+    assert cost["trial_epochs"] == sum(int(r["epochs"]) for r in rows)
+    assert saved["cpu_h"] > 0 and saved["money"] is None  # no price table: no money
+    assert any(line.startswith("Early stopping saved about") for line in outcome.table.splitlines())
 
 
 def test_optuna_suggests_the_trials(ray_cluster, tmp_path):
@@ -152,3 +160,8 @@ def test_a_two_worker_trial_trains_through_ray_train(ray_cluster, tmp_path):
         assert row["status"] == "finished" and int(row["epochs"]) == 1
         metrics = read_metrics(outcome.sweep_dir / row["trial"])
         assert all(r["world_size"] == 2 for r in metrics)
+        result = json.loads((outcome.sweep_dir / row["trial"] / "result.json").read_text())
+        cost = result["cost"]  # reserved by the Train workers: 2 x 1 CPU over their window
+        assert (cost["workers"], cost["cpus_per_worker"]) == (2, 1.0)
+        assert cost["cpu_h_reserved"] == pytest.approx(2 * cost["reserved_window_s"] / 3600)
+        assert cost["phases"]["startup_workers"] > 0  # the worker group's start is in it

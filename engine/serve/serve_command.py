@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from engine.argtypes import add_config_dir
+
 DESCRIPTION = """\
 Serve models over HTTP (Ray Serve): the KServe V1 REST API and the Open Inference
 Protocol (KServe V2) on one app, with /docs.
@@ -47,12 +49,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="write a Ray Serve config file (serve deploy FILE) instead of serving",
     )
     parser.add_argument("--force", action="store_true", help="with --export: replace FILE")
-    parser.add_argument(
-        "--config-dir",
-        metavar="DIR",
-        default=None,
-        help="project config dir searched first (default: $LEPTON_CONFIG_DIR, else ./conf)",
-    )
+    add_config_dir(parser)
     parser.set_defaults(overrides=[])
     return parser
 

@@ -9,6 +9,8 @@ import gc
 import sys
 from typing import Any
 
+from engine.argtypes import add_config_dir
+
 DESCRIPTION = """\
 Train a task. Arguments are Hydra overrides: key=value, group=option, +key=value.
 
@@ -31,12 +33,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="OVERRIDE",
         help="e.g. task=vision trainer.epochs=3, or experiment=digits_resnet",
     )
-    parser.add_argument(
-        "--config-dir",
-        metavar="DIR",
-        default=None,
-        help="project config dir searched first (default: $LEPTON_CONFIG_DIR, else ./conf)",
-    )
+    add_config_dir(parser)
     parser.add_argument(
         "--from",
         dest="from_run",

@@ -91,6 +91,8 @@ class SweepResults:
     problems: list[str] = field(default_factory=list)
     #: The search space of each swept key as ``sweep.json`` writes it (Hydra's syntax).
     spaces: dict[str, Any] = field(default_factory=dict)
+    #: The sweep's speed and cost (engine.tune.sweep_cost.sweep_cost), once written.
+    cost: dict[str, Any] | None = None
 
 
 def write_sweep_results(
@@ -113,7 +115,23 @@ def write_sweep_results(
     else:
         _write_best(results)
     results.plots = write_plots(results)
+    _write_report(results)
     return results
+
+
+def _write_report(results: SweepResults) -> None:
+    """The sweep's cost (from its trials' records) and ``report.md``."""
+    import time
+
+    from engine.tune.sweep_cost import sweep_cost
+    from engine.tune.sweep_report import REPORT_FILE, write_sweep_report
+
+    record = load_sweep(results.sweep_dir)
+    live = status_of(results.sweep_dir, record) == "running"
+    ended = time.time() if live else float(record.get("updated") or time.time())
+    started = record.get("started")
+    results.cost = sweep_cost(results, float(started) if started else None, ended)
+    results.files[REPORT_FILE] = write_sweep_report(results)
 
 
 def read_sweep_results(
@@ -338,7 +356,10 @@ def format_table(results: SweepResults) -> str:
     )
     where = results.checkpoint
     lines.append(f"Best checkpoint: {where if where is not None else '- (none whole)'}")
-    for role in (BEST_JSON, BEST_YAML, TRIALS_CSV):
+    from engine.tune.sweep_report import REPORT_FILE, cost_lines
+
+    lines += cost_lines(results.cost)
+    for role in (BEST_JSON, BEST_YAML, TRIALS_CSV, REPORT_FILE):
         if role in results.files:
             lines.append(f"{role}: {results.files[role]}")
     return "\n".join(lines)

@@ -50,6 +50,7 @@ class SweepOutcome:
     status: str
     table: str
     best: dict[str, Any] | None
+    cost: dict[str, Any] | None = None
 
 
 def resolve_sweep_dir(plan: SweepPlan, cfg: LeptonConfig) -> Location:
@@ -148,7 +149,7 @@ def _tune(
             # Marked first: the results read a sweep that is no longer live.
             _record(sweep_dir, plan, "interrupted", started)
             outcome = _results(sweep_dir, plan, statuses, "interrupted", echo=None)
-            _record(sweep_dir, plan, "interrupted", started, best=outcome.best)
+            _record(sweep_dir, plan, "interrupted", started, best=outcome.best, cost=outcome.cost)
             raise RunInterrupted(
                 f"{stop.name}: sweep {sweep_dir} is marked interrupted",
                 hint=f"To resume: lepton tune <the same overrides> run.name={sweep_dir.name} "
@@ -166,7 +167,7 @@ def _tune(
                 "resume=true.",
             ) from exc
     outcome = _results(sweep_dir, plan, statuses, "finished", echo=echo)
-    _record(sweep_dir, plan, "finished", started, best=outcome.best)
+    _record(sweep_dir, plan, "finished", started, best=outcome.best, cost=outcome.cost)
     return outcome
 
 
@@ -184,7 +185,7 @@ def _results(
     finalize_trials(sweep_dir, statuses or {}, report=status == "finished")
     results = write_sweep_results(sweep_dir, statuses=statuses)
     best = read_json(sweep_dir / BEST_JSON)
-    return SweepOutcome(sweep_dir, status, format_table(results), best)
+    return SweepOutcome(sweep_dir, status, format_table(results), best, results.cost)
 
 
 def _record(

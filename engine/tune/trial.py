@@ -107,9 +107,15 @@ def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
     (run_dir / CONFIG_FILE).write_text(loaded.yaml)
     metric, mode = checkpoint_metric(cfg, info)
     trial = {"sweep": plan.name, "name": name, "values": values}
-    started = (read_result(run_dir) or {}).get("started") or time.time()
+    previous = read_result(run_dir) or {}
+    now = time.time()
+    started = previous.get("started") or now
+    invocation = f"trial-{name}-{time.time_ns()}"
+    # Each run of the trial function and its start: the trial's cost (engine.tune.sweep_cost).
+    invocations = {**(previous.get("invocations") or {}), invocation: now}
     # Not the driver's status record (write_status): a trial's wall time is its rows' span.
     status = {"status": "running", "started": started, "metric": metric, "mode": mode}
+    status["invocations"] = invocations
     write_json_atomic(run_dir / RESULT_FILE, {**status, "trial": trial, "updated": time.time()})
     spec = LoopSpec(
         info=info,
@@ -118,7 +124,7 @@ def run_trial(config: dict[str, Any], plan: SweepPlan) -> None:
         metric=metric,
         mode=mode,
         cwd=plan.cwd,
-        invocation=f"trial-{name}-{time.time_ns()}",
+        invocation=invocation,
         trial=trial,
         git=plan.git,
     )

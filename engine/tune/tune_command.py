@@ -7,6 +7,8 @@ import atexit
 import gc
 from typing import Any
 
+from engine.argtypes import add_config_dir
+
 DESCRIPTION = """\
 Sweep hyperparameters. Arguments are Hydra overrides; those in Hydra's sweep syntax
 are the search space, the rest apply to every trial:
@@ -39,12 +41,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="OVERRIDE",
         help="e.g. task=vision 'optimizer.lr=tag(log,interval(1e-4,1e-1))' tune.num_samples=8",
     )
-    parser.add_argument(
-        "--config-dir",
-        metavar="DIR",
-        default=None,
-        help="project config dir searched first (default: $LEPTON_CONFIG_DIR, else ./conf)",
-    )
+    add_config_dir(parser)
     return parser
 
 
