@@ -61,6 +61,11 @@ def _parser(names: list[str]) -> argparse.ArgumentParser:
     p.add_argument(
         "--no-copy", action="store_true", help="do not copy the Markdown to bench/RESULTS.md"
     )
+    p.add_argument(
+        "--append",
+        action="store_true",
+        help="add this run's Markdown after bench/RESULTS.md's (rerun a benchmark beside a full run)",
+    )
     p.add_argument("--keep", action="store_true", help="keep the scratch directory (run dirs)")
     p.add_argument("--timeout", type=float, default=600.0, help="seconds per subprocess")
     return p
@@ -154,11 +159,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     doc["warnings"] = warnings_for(machine, settings)
     text = report.markdown(doc, settings, results)
     stem = time.strftime("%Y%m%d-%H%M%S") + ("-quick" if settings.quick else "")
-    md_path = report.write(doc, text, stem, args.out, copy_latest=not args.no_copy)
+    md_path = report.write(
+        doc, text, stem, args.out, copy_latest=not args.no_copy, append=args.append
+    )
     print()
     print(text)
     print(f"Results: {md_path} and {md_path.with_suffix('.json')}", end="")
-    print("" if args.no_copy else f"; copied to {report.LATEST_MD}")
+    copied = "added to" if args.append else "copied to"
+    print("" if args.no_copy else f"; {copied} {report.LATEST_MD}")
     if args.keep:
         print(f"Run directories kept in {workdir}")
     failed = [r.name for r in results if r.status == "failed"]

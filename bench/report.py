@@ -28,14 +28,28 @@ def document(
     }
 
 
-def write(doc: dict[str, Any], markdown: str, stem: str, out_dir: Path, copy_latest: bool) -> Path:
+def write(
+    doc: dict[str, Any],
+    markdown: str,
+    stem: str,
+    out_dir: Path,
+    copy_latest: bool,
+    *,
+    append: bool = False,
+) -> Path:
+    """The run's JSON and Markdown in ``out_dir``; the Markdown copied to RESULTS.md, or with
+    ``append`` added after what RESULTS.md has (a benchmark rerun beside a full run)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     (out_dir / f"{stem}.json").write_text(
         json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8"
     )
     md_path = out_dir / f"{stem}.md"
     md_path.write_text(markdown, encoding="utf-8")
-    if copy_latest:
+    if copy_latest and append and LATEST_MD.is_file():
+        earlier = LATEST_MD.read_text(encoding="utf-8").rstrip("\n")
+        added = f"\n\n---\n\n**Added by a later run ({stem}.md):**\n\n{markdown}"
+        LATEST_MD.write_text(earlier + added, encoding="utf-8")
+    elif copy_latest:
         shutil.copyfile(md_path, LATEST_MD)
     return md_path
 
