@@ -1,8 +1,10 @@
 """Typed schema of the ``task:`` node for ``task=recsys`` and ``task=recsys_explicit``.
 
 The model decides the kind of feedback: ``mf`` learns explicit ratings (MSE; metrics
-rmse/mae), ``bpr`` and ``ncf`` learn implicit feedback from sampled negatives (metrics
-HR@K / NDCG@K). Both task names share this schema; they differ in their defaults.
+rmse/mae), ``bpr`` and ``ncf`` learn implicit feedback from sampled negatives, ``sasrec``
+the next item of each user's history (metrics HR@K / NDCG@K, with the most-popular,
+item-kNN and EASE baselines beside them). Both task names share this schema; they differ
+in their defaults.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ from dataclasses import dataclass, field
 
 FORMATS = ("synthetic", "movielens", "csv", "parquet")
 SPLITS = ("leave_last_out", "random")
-MODELS = ("mf", "bpr", "ncf")
+MODELS = ("mf", "bpr", "ncf", "sasrec")
 EXPLICIT_MODELS = ("mf",)
+SEQUENTIAL_MODELS = ("sasrec",)
+SASREC_LOSSES = ("softmax", "sampled")
 
 
 @dataclass
@@ -25,14 +29,21 @@ class SyntheticConfig:
     #: Rank of the true user/item factors.
     rank: int = 8
     #: Item popularity follows 1 / (popularity rank + 1) ** zipf_exponent.
-    zipf_exponent: float = 1.0
+    zipf_exponent: float = 1.2
     #: Weight of the personal (latent) affinity against popularity when users pick items.
     affinity: float = 2.0
     #: Std of the Gaussian noise added to the latent score before rounding to a rating.
     rating_noise: float = 0.5
+    #: Item clusters, in a fixed cyclic order, that every user moves through one after
+    #: the other (1: no sequential structure, timestamps in random order; at most one
+    #: cluster per item is used).
+    clusters: int = 10
+    #: Mean number of consecutive interactions a user makes in one cluster before moving
+    #: on to the next one.
+    cluster_run: float = 4.0
 
     def __post_init__(self) -> None:
-        for key in ("num_users", "num_items", "num_interactions", "rank"):
+        for key in ("num_users", "num_items", "num_interactions", "rank", "clusters"):
             if getattr(self, key) < 1:
                 raise ValueError(f"task.data.synthetic.{key}={getattr(self, key)} must be >= 1")
         if self.num_items < 10:
@@ -41,6 +52,8 @@ class SyntheticConfig:
             raise ValueError(
                 "task.data.synthetic.{zipf_exponent,affinity,rating_noise} must be >= 0"
             )
+        if self.cluster_run < 1:
+            raise ValueError(f"task.data.synthetic.cluster_run={self.cluster_run} must be >= 1")
 
 
 @dataclass
@@ -110,15 +123,26 @@ class RecsysDataConfig:
 @dataclass
 class RecsysModelConfig:
     # mf (explicit ratings) | bpr (implicit, pairwise) | ncf (implicit, neural CF)
+    # | sasrec (implicit, next item of the user's history)
     name: str = "bpr"
     dim: int = 64
-    #: L2 penalty on the embeddings and biases used in each batch.
+    #: L2 penalty on the embeddings and biases used in each batch (mf, bpr, ncf; sasrec is
+    #: regularised by dropout and optimizer.weight_decay).
     l2: float = 1e-4
-    #: Sampled negatives per positive (bpr, ncf).
+    #: Sampled negatives per positive (bpr, ncf; sasrec with loss=sampled).
     num_negatives: int = 4
     #: MLP tower widths (ncf only).
     hidden: list[int] = field(default_factory=lambda: [64, 32])
     init_std: float = 0.1
+    #: sasrec: the user's last max_len interactions are the model's input.
+    max_len: int = 50
+    #: sasrec: transformer blocks, attention heads (dim must divide by heads), dropout.
+    blocks: int = 2
+    heads: int = 1
+    dropout: float = 0.2
+    #: sasrec: softmax (cross-entropy over the whole catalogue at every position) or
+    #: sampled (the next item against num_negatives uniformly sampled items).
+    loss: str = "softmax"
 
     def __post_init__(self) -> None:
         if self.name not in MODELS:
@@ -133,10 +157,72 @@ class RecsysModelConfig:
             raise ValueError(f"task.model.l2={self.l2} must be >= 0")
         if any(h < 1 for h in self.hidden):
             raise ValueError(f"task.model.hidden={list(self.hidden)} must be positive widths")
+        if self.max_len < 1 or self.blocks < 1 or self.heads < 1:
+            raise ValueError("task.model.{max_len,blocks,heads} must be >= 1")
+        if self.dim % self.heads:
+            raise ValueError(
+                f"task.model.dim={self.dim} must be a multiple of task.model.heads={self.heads}"
+            )
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"task.model.dropout={self.dropout} must be in [0, 1)")
+        if self.loss not in SASREC_LOSSES:
+            raise ValueError(
+                f"task.model.loss={self.loss!r} is unknown; allowed: {', '.join(SASREC_LOSSES)}"
+            )
 
     @property
     def explicit(self) -> bool:
         return self.name in EXPLICIT_MODELS
+
+    @property
+    def sequential(self) -> bool:
+        return self.name in SEQUENTIAL_MODELS
+
+
+@dataclass
+class ItemKnnConfig:
+    """Item-kNN: cosine similarity of two items' user sets, shrunk towards 0:
+    ``|U_i & U_j| / (sqrt(|U_i| |U_j|) + shrinkage)``; each item keeps its ``neighbors``
+    most similar items, and a user's score for an item sums its similarities to the
+    user's training items."""
+
+    enabled: bool = True
+    neighbors: int = 100
+    shrinkage: float = 10.0
+
+    def __post_init__(self) -> None:
+        if self.neighbors < 1:
+            raise ValueError(f"task.baselines.item_knn.neighbors={self.neighbors} must be >= 1")
+        if self.shrinkage < 0:
+            raise ValueError(f"task.baselines.item_knn.shrinkage={self.shrinkage} must be >= 0")
+
+
+@dataclass
+class EaseConfig:
+    """EASE (Steck 2019): the closed-form item-item model ``B = I - P / diag(P)``,
+    ``P = (X^T X + l2 I)^-1``, zero diagonal. It holds dense item x item matrices, so a
+    catalogue above ``max_items`` is refused (before Ray starts) rather than run out of
+    memory."""
+
+    enabled: bool = True
+    #: The L2 regularisation (Steck's lambda).
+    l2: float = 200.0
+    max_items: int = 10000
+
+    def __post_init__(self) -> None:
+        if self.l2 <= 0:
+            raise ValueError(f"task.baselines.ease.l2={self.l2} must be > 0")
+        if self.max_items < 1:
+            raise ValueError(f"task.baselines.ease.max_items={self.max_items} must be >= 1")
+
+
+@dataclass
+class BaselinesConfig:
+    """Baselines ranked on the same split with the same code as the model (implicit
+    models only; most-popular is always computed)."""
+
+    item_knn: ItemKnnConfig = field(default_factory=ItemKnnConfig)
+    ease: EaseConfig = field(default_factory=EaseConfig)
 
 
 @dataclass
@@ -192,14 +278,23 @@ class RecsysConfig:
     data: RecsysDataConfig = field(default_factory=RecsysDataConfig)
     model: RecsysModelConfig = field(default_factory=RecsysModelConfig)
     eval: RecsysEvalConfig = field(default_factory=RecsysEvalConfig)
+    baselines: BaselinesConfig = field(default_factory=BaselinesConfig)
 
     def __post_init__(self) -> None:
         tabular = self.data.format in ("csv", "parquet")
         if self.model.explicit and self.data.rating_column is None and tabular:
             raise ValueError(
                 f"task.model.name={self.model.name} learns ratings but task.data.rating_column "
-                "is null; set it, or use an implicit model (bpr, ncf)"
+                "is null; set it, or use an implicit model (bpr, ncf, sasrec)"
             )
+
+    def baseline_names(self) -> list[str]:
+        """The item-item baselines this config ranks beside the model (validation rows'
+        ``baseline_<name>_ndcg@K``); none for rating prediction."""
+        if self.model.explicit:
+            return []
+        b = self.baselines
+        return [n for n, on in (("knn", b.item_knn.enabled), ("ease", b.ease.enabled)) if on]
 
     def metric(self) -> tuple[str, str]:
         """The metric (with ``val/``) and mode that rank checkpoints for this config."""

@@ -7,13 +7,19 @@ and stacks single rows (``__getitem__``) when a sampler asks for them one by one
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate, get_worker_info
 
 from lepton_recsys.interactions import SeenItems
+
+if TYPE_CHECKING:
+    from lepton_recsys.sequences import Histories
+
+#: Batch key of a baseline's precomputed rank of each row's held-out item.
+RANK_PREFIX = "rank_"
 
 Batch = dict[str, torch.Tensor]
 
@@ -125,6 +131,11 @@ class HeldOutDataset(_BatchDataset):
     known items (``known_row``: the row in the batch, ``known_item``), taken from
     ``seen``, which this dataset holds: any worker that builds the data can validate.
     With ``task.eval.candidates`` a number, a row carries its sampled ``negatives``.
+
+    ``baseline_ranks`` (name -> one rank per row, computed once by
+    :func:`lepton_recsys.baselines.baseline_ranks`) travel as ``rank_<name>``; for a
+    sequential model ``history`` (the users' training items in time order) travels as
+    ``history`` (``[B, max_len]``, right-aligned item + 1, 0 = padding).
     """
 
     def __init__(
@@ -133,11 +144,17 @@ class HeldOutDataset(_BatchDataset):
         targets: np.ndarray,
         seen: SeenItems,
         negatives: np.ndarray | None = None,
+        baseline_ranks: dict[str, np.ndarray] | None = None,
+        history: Histories | None = None,
+        max_len: int = 0,
     ) -> None:
         self.users = np.asarray(users, dtype=np.int64)
         self.targets = np.asarray(targets, dtype=np.int64)
         self.seen = seen
         self.negatives = negatives
+        self.baseline_ranks = dict(baseline_ranks or {})
+        self.history = history
+        self.max_len = max_len
 
     def __getitems__(self, indices: list[int]) -> Batch:
         idx = np.asarray(indices, dtype=np.int64)
@@ -145,6 +162,10 @@ class HeldOutDataset(_BatchDataset):
         batch = {"user": torch.from_numpy(users), "target": torch.from_numpy(self.targets[idx])}
         if self.negatives is not None:
             batch["negatives"] = torch.from_numpy(self.negatives[idx])
+        for name, ranks in self.baseline_ranks.items():
+            batch[RANK_PREFIX + name] = torch.from_numpy(ranks[idx])
+        if self.history is not None:
+            batch["history"] = torch.from_numpy(self.history.padded(users, self.max_len))
         rows, items = self.seen.coords(users)
         batch["known_row"] = torch.from_numpy(rows)
         batch["known_item"] = torch.from_numpy(items)

@@ -4,9 +4,10 @@ all-reduce works on them.
 Every model scores ``(user, item)`` pairs with ``forward(users, items)`` (any shapes that
 broadcast), every item with ``score_all(users)``, and given items with
 ``score_items(users, items)``; :mod:`lepton_recsys.ranking` needs nothing else. A
-model also carries its :class:`RankingContext` (the users' known items and the items'
-popularity), rebuilt from the checkpoint's artifacts, so validation and the predictor
-can exclude seen items on any worker.
+model also carries its :class:`RankingContext` (the users' known items, the items'
+popularity and, for a sequential model, the users' stored histories), rebuilt from the
+checkpoint's artifacts, so validation and the predictor can exclude seen items on any
+worker. The sequential model (``sasrec``) lives in :mod:`lepton_recsys.sasrec`.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from torch import nn
 from lepton_recsys.config import RecsysConfig, RecsysModelConfig
 from lepton_recsys.interactions import SeenItems
 from lepton_recsys.ranking import PopularityScorer
+from lepton_recsys.sequences import Histories
 
 #: Pairs scored at once by ``NCF.score_all`` (bounds its memory on big catalogues).
 NCF_CHUNK_PAIRS = 1 << 20
@@ -38,6 +40,8 @@ class RankingContext:
     hr_name: str
     rating_mean: float | None = None
     rating_range: tuple[float, float] | None = None
+    #: Sequential models: each user's newest known items, oldest first (train and val).
+    history: Histories | None = None
     _scorers: dict[str, PopularityScorer] = field(default_factory=dict, repr=False)
 
     def popularity_scorer(self, device: torch.device) -> PopularityScorer:
@@ -63,6 +67,7 @@ class RankingContext:
             hr_name=cfg.eval.hr_name,
             rating_mean=float(ratings["mean"]) if ratings else None,
             rating_range=(float(ratings["min"]), float(ratings["max"])) if ratings else None,
+            history=Histories.from_artifacts(artifacts) if "history_indptr" in artifacts else None,
         )
 
 
@@ -72,7 +77,8 @@ class RecModel(nn.Module):
     DDP forward call covers everything the loss needs."""
 
     context: RankingContext | None = None
-    #: Training objective: "mse" (ratings), "bpr" (pairwise) or "bce" (pointwise).
+    #: Training objective: "mse" (ratings), "bpr" (pairwise), "bce" (pointwise) or
+    #: "next_item" (sequential).
     objective: str = "bpr"
     l2_weight: float = 0.0
 
@@ -201,7 +207,11 @@ def build(cfg: RecsysConfig, artifacts: Mapping[str, Any]) -> RecModel:
     m: RecsysModelConfig = cfg.model
     n_users, n_items = int(artifacts["num_users"]), int(artifacts["num_items"])
     model: RecModel
-    if m.name == "ncf":
+    if m.name == "sasrec":
+        from lepton_recsys.sasrec import SASRec
+
+        model = SASRec(n_items, m.dim, m.max_len, m.blocks, m.heads, m.dropout, m.init_std)
+    elif m.name == "ncf":
         model = NCF(n_users, n_items, m.dim, list(m.hidden), m.init_std)
     else:
         explicit = m.name == "mf"
@@ -209,7 +219,7 @@ def build(cfg: RecsysConfig, artifacts: Mapping[str, Any]) -> RecModel:
         model = FactorModel(
             n_users, n_items, m.dim, m.init_std, user_bias=explicit, global_mean=mean
         )
-    model.objective = {"mf": "mse", "bpr": "bpr", "ncf": "bce"}[m.name]
+    model.objective = {"mf": "mse", "bpr": "bpr", "ncf": "bce", "sasrec": "next_item"}[m.name]
     model.l2_weight = m.l2
     model.context = RankingContext.from_artifacts(cfg, artifacts)
     return model

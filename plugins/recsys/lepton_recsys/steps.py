@@ -3,7 +3,12 @@
 ``training_step`` receives the (possibly DDP-wrapped) model and makes exactly one
 forward call on it; ``validation_step`` receives the plain model, excludes the known
 items its batch carries, and ranks the model and the popularity baseline (from the
-model's :class:`~lepton_recsys.models.RankingContext`) with the same code.
+model's :class:`~lepton_recsys.models.RankingContext`) with the same code. A sequential
+model ranks from the histories the batch carries. The item-kNN and EASE baselines were
+ranked once by ``build_data`` with that code; their ranks come with the batch.
+
+Metric names: ``ndcg@K``/``hr@K`` (the model), ``baseline_ndcg@K``/``baseline_hr@K``
+(most popular), ``baseline_knn_…`` (item-kNN) and ``baseline_ease_…`` (EASE).
 """
 
 from __future__ import annotations
@@ -14,8 +19,9 @@ import torch
 import torch.nn.functional as F
 
 from lepton_recsys.config import RecsysConfig
+from lepton_recsys.datasets import RANK_PREFIX
 from lepton_recsys.models import RankingContext, RecModel
-from lepton_recsys.ranking import hit_rate, ndcg, rank_targets
+from lepton_recsys.ranking import Scorer, hit_rate, ndcg, rank_targets
 
 BASELINE = "baseline_"
 
@@ -28,6 +34,9 @@ def _inner(model: torch.nn.Module) -> RecModel:
 
 def training_loss(model: torch.nn.Module, batch: dict[str, torch.Tensor]) -> torch.Tensor:
     objective = _inner(model).objective
+    if objective == "next_item":
+        loss: torch.Tensor = model(batch["seq"], batch["targets"], batch.get("negatives"))
+        return loss
     users = batch["user"]
     if objective == "mse":
         pred, penalty = model(users, batch["item"], regularize=True)
@@ -54,7 +63,8 @@ def build_metrics(cfg: RecsysConfig) -> Any:
         }
     else:
         names = [cfg.eval.ndcg_name, cfg.eval.hr_name]
-        metrics = {prefix + n: MeanMetric() for prefix in ("", BASELINE) for n in names}
+        prefixes = ["", BASELINE, *(f"{BASELINE}{b}_" for b in cfg.baseline_names())]
+        metrics = {prefix + n: MeanMetric() for prefix in prefixes for n in names}
     return MetricCollection(metrics, compute_groups=False)
 
 
@@ -68,9 +78,22 @@ def validation_step(
         return _rating_step(inner, ctx, batch, metrics)
     users, targets, negatives = batch["user"], batch["target"], batch.get("negatives")
     known = (batch["known_row"], batch["known_item"])
-    ranked = rank_targets(inner, users, targets, known, negatives, with_loss=True)
+    scorer: Scorer = inner
+    rows = users
+    if "history" in batch:  # a sequential model: from the histories the rows carry
+        from lepton_recsys.sasrec import SequenceScorer
+
+        scorer = SequenceScorer(inner, batch["history"])  # type: ignore[arg-type]
+        rows = torch.arange(len(users), device=users.device)
+    ranked = rank_targets(scorer, rows, targets, known, negatives, with_loss=True)
     popular = rank_targets(ctx.popularity_scorer(users.device), users, targets, known, negatives)
-    for prefix, ranks in (("", ranked.ranks), (BASELINE, popular.ranks)):
+    results = [("", ranked.ranks), (BASELINE, popular.ranks)]
+    results += [
+        (f"{BASELINE}{key.removeprefix(RANK_PREFIX)}_", batch[key])
+        for key in batch
+        if key.startswith(RANK_PREFIX)
+    ]
+    for prefix, ranks in results:
         metrics[prefix + ctx.ndcg_name].update(ndcg(ranks, ctx.k))
         metrics[prefix + ctx.hr_name].update(hit_rate(ranks, ctx.k))
     assert ranked.loss is not None

@@ -4,7 +4,9 @@ One class, two registered names with their own defaults (``conf/task/*.yaml``):
 ``recsys`` trains an implicit-feedback ranking model (``bpr``; checkpoints ranked by
 ``val/ndcg@10``, max), ``recsys_explicit`` a rating model (``mf``; ``val/rmse``, min).
 The model named in the config decides the metric either way (:meth:`metric_for`), so
-``task=recsys task.model.name=mf`` ranks checkpoints by rmse too.
+``task=recsys task.model.name=mf`` ranks checkpoints by rmse too. Implicit models are
+reported beside three baselines ranked with the same code (most popular, item-kNN,
+EASE: :mod:`lepton_recsys.baselines`).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, DataError, clip_repr
-from engine.task import DataBundle
+from engine.task import DataBundle, ExportSpec
 from lepton_recsys.config import RecsysConfig
 
 if TYPE_CHECKING:
@@ -36,6 +38,7 @@ class RecsysTask:
     def metric_mode_for(self, metric: str, cfg: RecsysConfig) -> str | None:
         """Errors (rmse, mae and their baselines) are minimised, ranking scores maximised."""
         name = metric.removeprefix("val/").removeprefix("baseline_")
+        name = name.removeprefix("knn_").removeprefix("ease_")
         if name in ("rmse", "mae"):
             return "min"
         return "max" if name.startswith(("ndcg@", "hr@")) else None
@@ -43,6 +46,7 @@ class RecsysTask:
     # -- driver ----------------------------------------------------------------------
 
     def check(self, cfg: RecsysConfig) -> None:
+        from lepton_recsys.baselines import check_ease_size
         from lepton_recsys.loaders import (
             MOVIELENS_FILES,
             check_columns,
@@ -53,6 +57,7 @@ class RecsysTask:
         )
 
         data = cfg.data
+        ease = "ease" in cfg.baseline_names()
         if data.format == "synthetic":
             n = cfg.eval.num_negatives
             if n is not None and n >= data.synthetic.num_items:
@@ -61,6 +66,8 @@ class RecsysTask:
                     f"{data.synthetic.num_items}.",
                     hint="Use fewer sampled candidates, or task.eval.candidates=all.",
                 )
+            if ease:
+                check_ease_size(data.synthetic.num_items, cfg.baselines.ease)
             return
         uses_min_rating = data.implicit_min_rating is not None and not cfg.model.explicit
         if uses_min_rating and data.rating_column is None and data.format != "movielens":
@@ -79,6 +86,9 @@ class RecsysTask:
             ids = read_ids(source, data)  # two columns: cheap next to Ray's start-up
             for role, name in names.items():
                 check_ids(ids[role], source.path, name)
+            if ease and which != "val":  # the catalogue is the train file's (or the log's)
+                items = int(ids["item"].nunique())
+                check_ease_size(items, cfg.baselines.ease, where=f"{source.path} (item ids)")
 
     # -- workers ---------------------------------------------------------------------
 
@@ -119,7 +129,25 @@ class RecsysTask:
     ) -> RecsysPredictor:
         from lepton_recsys.predictor import RecsysPredictor
 
-        return RecsysPredictor(model, artifacts, device)
+        return RecsysPredictor(model, artifacts, device, cfg.model.name)
+
+    # -- lepton export ------------------------------------------------------------------
+
+    def export_spec(
+        self, model: torch.nn.Module, batch: Any, cfg: RecsysConfig, artifacts: Mapping[str, Any]
+    ) -> ExportSpec:
+        """The exported graph is ``score_all(users)``: see :mod:`lepton_recsys.export`."""
+        from lepton_recsys.export import export_spec
+
+        return export_spec(model, batch)
+
+    def exported_model(
+        self, runtime: torch.nn.Module, cfg: RecsysConfig, artifacts: Mapping[str, Any]
+    ) -> torch.nn.Module:
+        """An export as a model the predictor and validation use (scores from its graph)."""
+        from lepton_recsys.export import exported_model
+
+        return exported_model(runtime, cfg, artifacts)
 
     # -- lepton predict / evaluate ------------------------------------------------------
 
@@ -137,12 +165,26 @@ class RecsysTask:
         artifacts: Mapping[str, Any],
         device: torch.device,
     ) -> dict[str, Any]:
-        """The evaluation protocol, and the baseline recorded when the model was trained."""
-        return {
+        """The evaluation protocol, the item-kNN and EASE baselines on the data evaluated
+        (fitted on its train part, ranked with the model's protocol; their metrics are also
+        ``val/baseline_knn_…`` / ``val/baseline_ease_…``), and the baselines recorded when
+        the model was trained."""
+        from lepton_recsys.baselines import NAMES
+        from lepton_recsys.build import summarize
+
+        extras: dict[str, Any] = {
             "protocol": artifacts.get("eval", {}).get("protocol"),
             "baseline_at_training": artifacts.get("baseline"),
+            "baselines_at_training": artifacts.get("baselines"),
             "catalogue_items": artifacts.get("num_items"),
         }
+        dataset = getattr(loader, "dataset", None)
+        ranks = getattr(dataset, "baseline_ranks", None)
+        if ranks:
+            extras["baselines"] = {NAMES[n]: summarize(r, cfg) for n, r in ranks.items()}
+        if "sequence" in artifacts:
+            extras["sequence"] = artifacts["sequence"]
+        return extras
 
 
 class RecsysExplicitTask(RecsysTask):

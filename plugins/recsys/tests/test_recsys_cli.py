@@ -62,9 +62,15 @@ def test_evaluate_reproduces_the_validation_metrics_and_takes_new_data(checkpoin
     out = run_lepton("evaluate", str(ckpt), "--json", "-o", str(tmp_path / "eval.json"))
     assert out.returncode == 0, out.stderr[-3000:]
     result = json.loads((tmp_path / "eval.json").read_text())
-    for key in ("val/ndcg@10", "val/hr@10", "val/baseline_ndcg@10"):
+    keys = ("val/ndcg@10", "val/hr@10", "val/baseline_ndcg@10", "val/baseline_knn_ndcg@10")
+    for key in (*keys, "val/baseline_ease_ndcg@10", "val/baseline_ease_hr@10"):
         assert result["metrics"][key] == pytest.approx(last[key], abs=1e-6)
     assert "full ranking" in result["extras"]["protocol"]
+    extras = result["extras"]
+    assert extras["baselines"]["ease"]["ndcg@10"] == pytest.approx(
+        result["metrics"]["val/baseline_ease_ndcg@10"], abs=1e-6
+    )
+    assert extras["baselines_at_training"]["item_knn"]["neighbors"] == 100
 
     new_log = tmp_path / "new.csv"
     generate(SyntheticConfig(num_users=300), seed=7).to_csv(new_log, index=False)

@@ -14,11 +14,19 @@ TINY = [
 ]
 
 
+SASREC = ["task.model.name=sasrec", "task.model.dim=16", "task.model.max_len=10"]
+
+
 @pytest.mark.parametrize(
-    ("task", "metric"), [("recsys", "val/ndcg@10"), ("recsys_explicit", "val/rmse")]
+    ("task", "extra", "metric"),
+    [
+        ("recsys", [], "val/ndcg@10"),
+        ("recsys", SASREC, "val/ndcg@10"),
+        ("recsys_explicit", [], "val/rmse"),
+    ],
 )
-def test_recsys_tasks_pass_the_contract_kit(tmp_path, task, metric):
-    report = check_task_contract(task, TINY, tmp_path)
+def test_recsys_tasks_pass_the_contract_kit(tmp_path, task, extra, metric):
+    report = check_task_contract(task, [*TINY, *extra], tmp_path)
     print(report.summary())
     assert report.metric == metric
     assert report.losses[-1] < report.losses[0]

@@ -39,3 +39,25 @@ def test_popularity_is_skewed_by_the_zipf_exponent():
     skewed = top_decile_share(generate(SyntheticConfig(), 0))
     flat = top_decile_share(generate(SyntheticConfig(zipf_exponent=0.0), 0))
     assert skewed > 0.3 and skewed > 1.5 * flat
+
+
+def distinct_transitions(frame):
+    """Distinct (item, next item of the same user in time) pairs."""
+    frame = frame.sort_values(["user_id", "timestamp"], kind="stable")
+    same = frame["user_id"].to_numpy()[1:] == frame["user_id"].to_numpy()[:-1]
+    items = frame["item_id"].to_numpy()
+    return len(set(zip(items[:-1][same].tolist(), items[1:][same].tolist(), strict=True)))
+
+
+def test_users_move_through_item_clusters_in_order():
+    ordered, unordered = generate(SyntheticConfig(), 0), generate(SyntheticConfig(clusters=1), 0)
+    # The next item is in the current cluster or the next one: far fewer distinct
+    # transitions than in the same log without order (same sizes, same seed).
+    print(
+        f"\ndistinct transitions: {distinct_transitions(ordered)} vs {distinct_transitions(unordered)}"
+    )
+    assert distinct_transitions(ordered) < 0.8 * distinct_transitions(unordered)
+    rows_in_time_order = ordered.groupby("user_id")["timestamp"].apply(
+        lambda t: t.is_monotonic_increasing
+    )
+    assert rows_in_time_order.all()

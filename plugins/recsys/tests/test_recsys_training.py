@@ -15,11 +15,18 @@ from engine.runs.checkpoint import read_meta, save_checkpoint
 from engine.runs.layout import latest_checkpoint
 
 
-def test_bpr_beats_the_most_popular_baseline_by_30_percent(tmp_path):
-    rows = train_local(tmp_path)
+@pytest.fixture(scope="module")
+def bpr(tmp_path_factory):
+    """BPR with the task's defaults on the embedded default log: rows and task.json."""
+    run_dir = tmp_path_factory.mktemp("bpr")
+    rows = train_local(run_dir)
+    return rows, read_meta(latest_checkpoint(run_dir))
+
+
+def test_bpr_beats_the_most_popular_baseline_by_30_percent(bpr):
+    rows, meta = bpr
     last = rows[-1]
     model, baseline = last["val/ndcg@10"], last["val/baseline_ndcg@10"]
-    meta = read_meta(latest_checkpoint(tmp_path))
     from_build_data = meta["artifacts"]["baseline"]["ndcg@10"]
     print(
         f"\nrecsys (bpr, full ranking over 500 items): NDCG@10 {model:.4f} vs most-popular "
@@ -30,6 +37,59 @@ def test_bpr_beats_the_most_popular_baseline_by_30_percent(tmp_path):
     assert model >= 1.3 * baseline
     assert last["val/hr@10"] > last["val/baseline_hr@10"]
     assert meta["task"] == "recsys" and meta["artifacts"]["feedback"] == "implicit"
+
+
+def test_item_knn_and_ease_beat_most_popular_in_every_row(bpr):
+    rows, meta = bpr
+    recorded = meta["artifacts"]["baselines"]
+    for row in rows:  # computed once, reported in every validation row
+        for name, key in (("knn", "item_knn"), ("ease", "ease")):
+            assert row[f"val/baseline_{name}_ndcg@10"] == pytest.approx(
+                recorded[key]["ndcg@10"], abs=1e-6
+            )
+            assert row[f"val/baseline_{name}_hr@10"] == pytest.approx(
+                recorded[key]["hr@10"], abs=1e-6
+            )
+    last = rows[-1]
+    popular = last["val/baseline_ndcg@10"]
+    print(
+        f"\nNDCG@10 on the default log: item-kNN {last['val/baseline_knn_ndcg@10']:.4f}, "
+        f"EASE {last['val/baseline_ease_ndcg@10']:.4f}, most-popular {popular:.4f}"
+    )
+    assert last["val/baseline_knn_ndcg@10"] > 1.3 * popular
+    assert last["val/baseline_ease_ndcg@10"] > 1.3 * popular
+
+
+def test_sasrec_beats_bpr_and_ease_on_the_sequential_log(bpr, tmp_path):
+    bpr_rows, _ = bpr
+    rows = train_local(tmp_path, "task.model.name=sasrec")  # the task's defaults otherwise
+    last, other = rows[-1], bpr_rows[-1]
+    meta = read_meta(latest_checkpoint(tmp_path))
+    assert meta["task_config"]["model"]["name"] == "sasrec"
+    assert meta["artifacts"]["sequence"]["order"] == "timestamp"
+    numbers = {
+        "sasrec": last["val/ndcg@10"],
+        "bpr": other["val/ndcg@10"],
+        "ease": last["val/baseline_ease_ndcg@10"],
+        "item-knn": last["val/baseline_knn_ndcg@10"],
+        "most-popular": last["val/baseline_ndcg@10"],
+    }
+    hr = {
+        "sasrec": last["val/hr@10"],
+        "bpr": other["val/hr@10"],
+        "ease": last["val/baseline_ease_hr@10"],
+        "item-knn": last["val/baseline_knn_hr@10"],
+        "most-popular": last["val/baseline_hr@10"],
+    }
+    print(
+        "\nleave-last-out, full ranking over 500 items, default log: "
+        + ", ".join(f"{k} NDCG@10 {v:.4f} (HR@10 {hr[k]:.4f})" for k, v in numbers.items())
+    )
+    # Same split and protocol: the baselines are the same numbers in both runs.
+    assert other["val/baseline_ease_ndcg@10"] == pytest.approx(numbers["ease"], abs=1e-6)
+    assert numbers["sasrec"] > 1.2 * numbers["bpr"]
+    assert numbers["sasrec"] > 1.2 * numbers["ease"]
+    assert hr["sasrec"] > max(hr["bpr"], hr["ease"])
 
 
 def test_mf_rmse_beats_the_global_mean(tmp_path):
