@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml $(wildcard plugins/*/pyproject.toml) Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --upgrade pip 2>&1 | $(QUIET)
 	$(PIP) install -q $(TORCH) 2>&1 | $(QUIET)
-	$(PIP) install -q -e '.[dev,tune]' $(foreach p,$(PLUGINS),-e $(p)) 2>&1 | $(QUIET)
+	$(PIP) install -q -e '.[dev,tune,export]' $(foreach p,$(PLUGINS),-e $(p)) 2>&1 | $(QUIET)
 	# The NLP plugin's optional extras, so the tests exercise the pretrained MiniLM path too.
 	$(PIP) install -q -e 'plugins/nlp[pretrained,datasets]' 2>&1 | $(QUIET)
 	# matplotlib's font cache, built once here rather than by every Ray worker (torchmetrics

@@ -16,8 +16,12 @@ import argparse
 import importlib
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from engine import __version__
+
+if TYPE_CHECKING:
+    from engine.errors import LeptonError
 
 #: The command modules, in the order ``lepton --help`` lists them.
 COMMANDS = (
@@ -31,6 +35,8 @@ COMMANDS = (
     "engine.inference.evaluate_command",
     "engine.inference.predict_command",
     "engine.runs.report_command",
+    "engine.export.export_command",
+    "engine.monitor.monitor_command",
     "engine.scaffold.plugin_command",
 )
 
@@ -51,6 +57,9 @@ EPILOG = """examples:
   lepton evaluate runs/<run>                       best checkpoint on the validation split
   lepton predict runs/<run> --input imgs/ -o preds.csv
   lepton report runs/<run>                         plots + report.md
+  lepton export runs/<run> --format onnx --quantize int8
+                                                   int8 ONNX + task.json; size/metric/latency table
+  lepton monitor logs/ --since 1d                  volume, latency, live accuracy from serve.log.dir
   lepton plugin new churn                          a new task plugin in ./lepton-churn
 """
 
@@ -93,13 +102,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             code: int = args.run(args)
         return code
     except LeptonError as exc:
-        print(f"lepton: {exc.kind}: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        return print_error(exc)
     except KeyboardInterrupt:
         print("lepton: interrupted", file=sys.stderr)
         return 130
+
+
+def print_error(exc: LeptonError, prog: str = "lepton") -> int:
+    """A user mistake as people read it (what is wrong, then how to fix it); its exit code."""
+    print(f"{prog}: {exc.kind}: {exc.message}", file=sys.stderr)
+    if exc.hint:
+        print(f"  {exc.hint}", file=sys.stderr)
+    return exc.exit_code
 
 
 def entry() -> None:

@@ -107,6 +107,12 @@ def clip_repr(value: object, limit: int = QUOTE_LIMIT) -> str:
     return clip(repr(value), limit)
 
 
+class ExportError(LeptonError):
+    """A model cannot be exported or quantized as asked (``lepton export``): an operator
+    or module the format cannot express, outputs that do not match the PyTorch model, no
+    layer to quantize, a missing extra; the message names which."""
+
+
 class ServeError(LeptonError):
     """A service that cannot start or be reached (``lepton serve``)."""
 

@@ -13,6 +13,9 @@ Where each method runs:
 ``build_metrics``             every worker; torchmetrics sync across ranks on compute
 ``validation_step``           every worker, under ``torch.no_grad()``
 ``build_predictor``           wherever a checkpoint is used: predict, evaluate, serving
+``export_spec`` (optional)    the driver of ``lepton export``: what is exported
+``exported_model`` (opt.)     wherever an export is loaded: wraps its runtime module
+``summarize_input`` (opt.)    serving replicas (the prediction log's thread)
 ============================  ==========================================================
 
 ``cfg`` is always the validated instance of the task's ``config_class`` (a dataclass
@@ -192,6 +195,64 @@ class EvaluationExtras(Protocol):
     ) -> dict[str, Any]: ...
 
 
+@dataclass
+class ExportSpec:
+    """What ``lepton export`` writes of a task's model (see :class:`ExportsModel`).
+
+    ``module``'s ``forward`` takes ``example_inputs`` (tensors only, in that order) and
+    returns one tensor; ``input_names`` / ``output_names`` name them in the exported
+    graph. ``dynamic_axes`` says, per input name, which axes vary (``{0: "batch"}``);
+    an input left out varies on its first axis only, named ``batch``.
+    """
+
+    module: Any
+    example_inputs: tuple[Any, ...]
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...] = ("output",)
+    dynamic_axes: dict[str, dict[int, str]] = field(default_factory=dict)
+
+
+@runtime_checkable
+class ExportsModel(Protocol):
+    """A task that says what ``lepton export`` writes of its model: needed when the model
+    takes more than one tensor, or anything but tensors (the engine's default exports
+    ``model(x)`` for a batch ``x`` or ``(x, y)``). Runs in the driver of ``lepton export``."""
+
+    def export_spec(
+        self, model: torch.nn.Module, batch: Any, cfg: Any, artifacts: Mapping[str, Any]
+    ) -> ExportSpec:
+        """The module to export and its inputs, taken from ``batch`` (a collated
+        validation or training batch, on the CPU). Called once per batch: it must be cheap."""
+        ...
+
+
+@runtime_checkable
+class WrapsExportedModel(Protocol):
+    """A task whose ``build_predictor`` / ``validation_step`` need more of a model than
+    the exported module's ``forward`` (methods, attributes): it wraps the exported runtime
+    (a ``torch.nn.Module`` whose ``forward`` runs the exported graph) in what they need.
+    Runs wherever an export is loaded (evaluate, predict, serving)."""
+
+    def exported_model(
+        self, runtime: torch.nn.Module, cfg: Any, artifacts: Mapping[str, Any]
+    ) -> torch.nn.Module: ...
+
+
+@runtime_checkable
+class SummarizesInputs(Protocol):
+    """A task that describes one input for the prediction log (``serve.log``), beyond the
+    engine's defaults for its input kind (:mod:`engine.serve.input_summary`): e.g. the
+    share of unknown tokens under its vocabulary. Runs on the serving replicas, on the
+    log's thread (off the request path)."""
+
+    def summarize_input(
+        self, input: Any, artifacts: Mapping[str, Any]
+    ) -> dict[str, float | int | str | bool | None]:
+        """A flat dict of feature values for one predictor input (as ``predict`` takes
+        it); cheap, and never reading a file the input names."""
+        ...
+
+
 @dataclass(frozen=True)
 class TaskFeatures:
     """Which optional methods a task has: the one place the engine looks."""
@@ -201,6 +262,9 @@ class TaskFeatures:
     data_from_artifacts: bool
     reads_inputs: bool
     evaluation_extras: bool
+    export_spec: bool = False
+    exported_model: bool = False
+    summarize_input: bool = False
 
     @classmethod
     def of(cls, task: object) -> TaskFeatures:
@@ -217,6 +281,9 @@ class TaskFeatures:
             data_from_artifacts=takes_artifacts,
             reads_inputs=isinstance(task, ReadsInputs),
             evaluation_extras=isinstance(task, EvaluationExtras),
+            export_spec=isinstance(task, ExportsModel),
+            exported_model=isinstance(task, WrapsExportedModel),
+            summarize_input=isinstance(task, SummarizesInputs),
         )
 
 

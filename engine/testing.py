@@ -482,6 +482,8 @@ def _check_serving(
         report.rejected_input = _check_schema(predictor, examples)
         report.example_inputs = examples
         report.predictions = _check_predictions(predictor, examples)
+        if info.features.summarize_input:
+            _check_summaries(info, examples, bundle.artifacts)
 
     with _timed(seconds, "checkpoint"):
         path = tmp_path / "contract-checkpoint"
@@ -526,6 +528,29 @@ def _check_serving(
                     "rebuild the model only from (cfg, artifacts) and keep every learned value "
                     "in state_dict (persistent buffers, not plain attributes)",
                 )
+
+
+def _check_summaries(info: TaskInfo, examples: list[Any], artifacts: Any) -> None:
+    """The optional ``summarize_input`` (the prediction log's input summary): a flat dict
+    of numbers, strings, booleans or None for every example input."""
+    for i, example in enumerate(examples):
+        summary = _guard(
+            "summarize_input",
+            f"summarize_input raised on example input {i}",
+            info.task.summarize_input,  # type: ignore[attr-defined]
+            example,
+            artifacts,
+        )
+        flat = isinstance(summary, dict) and all(
+            isinstance(k, str) and (v is None or isinstance(v, (bool, int, float, str)))
+            for k, v in summary.items()
+        )
+        if not flat:
+            raise ContractError(
+                "summarize_input",
+                f"summarize_input returned {_short(summary)} for example input {i}",
+                "return a flat dict: feature name -> number, string, boolean or None",
+            )
 
 
 def _check_examples(predictor: Any) -> list[Any]:

@@ -196,6 +196,13 @@ class BatchDependent(VisionTask):
         return self.Pred(model, artifacts, device)
 
 
+class NestedSummary(VisionTask):
+    """The optional summarize_input hook, returning a nested value."""
+
+    def summarize_input(self, input: Any, artifacts: Any) -> dict[str, Any]:
+        return {"size": [8, 8]}
+
+
 class _Shifted(torch.nn.Module):
     """Keeps a random value outside the state dict: it is lost by a checkpoint."""
 
@@ -235,6 +242,7 @@ class StateOutsideStateDict(VisionTask):
         (OneOutputForAll(), "predictor", ["predict() on 2 inputs returned"]),
         (TensorOutputs(), "predictor", ["prediction 0 is not JSON-ready", "Tensor"]),
         (BatchDependent(), "predictor", ["input 0 predicts", "alone but", "in a batch"]),
+        (NestedSummary(), "summarize_input", ["returned {'size': [8, 8]}", "flat dict"]),
         (StateOutsideStateDict(), "checkpoint", ["after save_checkpoint + load_model"]),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, VisionTask) else None,

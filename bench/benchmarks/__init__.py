@@ -3,7 +3,9 @@
 from bench.benchmarks import (  # noqa: F401
     data,
     e2e,
+    export,
     memory,
+    monitor,
     pending,
     phases,
     serve,

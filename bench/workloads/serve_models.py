@@ -81,6 +81,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (a replica's)")
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32, 64])
     parser.add_argument("--seconds", type=float, default=1.5, help="timed seconds per size")
+    parser.add_argument(
+        "--models", nargs="+", choices=list(MODELS), default=list(MODELS), help="train only these"
+    )
     args = parser.parse_args()
 
     import torch
@@ -91,6 +94,8 @@ def main() -> None:
     image = digit_image()
     out: dict[str, Any] = {"image": image, "threads": args.threads, "models": {}}
     for name, overrides in MODELS.items():
+        if name not in args.models:
+            continue
         run_dir, train_s = train_one(args.root, name, overrides)
         (source,) = resolve_models([f"{name}={run_dir}"])
         out["models"][name] = {

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import CheckpointError, ConfigError
+from engine.export.loading import format_and_precision
 from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
 from engine.runs.layout import EVAL_FILE, display_epoch, resolve_checkpoint
 from engine.runs.lineage import describe, lineage_of
@@ -63,6 +64,27 @@ def build_eval_data(loaded: LoadedModel, task_cfg: Any, new_data: bool) -> Any:
     return info.build_data(task_cfg, seed=seed, artifacts=loaded.artifacts)
 
 
+def validation_metrics(
+    task: Any, model: Any, bundle: Any, task_cfg: Any, artifacts: Any, batch_size: int = 256
+) -> tuple[dict[str, float], Any]:
+    """The task's metrics (``val/…``, and ``val/loss``) of ``model`` on ``bundle.val``, on
+    the CPU in fp32, by the code the training loop validates with; and the loader used."""
+    import torch
+    from torch.utils.data import DataLoader
+
+    from engine.train.loop import validate_epoch
+    from engine.train.precision import plan_precision
+
+    device = torch.device("cpu")
+    loader = DataLoader(
+        bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn
+    )
+    metrics = task.build_metrics(task_cfg, artifacts).to(device)
+    loss = validate_epoch(task, model, loader, metrics, device, plan_precision("32", device))
+    values = {"val/loss": loss, **{f"val/{k}": float(v) for k, v in metrics.compute().items()}}
+    return values, loader
+
+
 def evaluate(
     path: str | Path | Location,
     overrides: list[str],
@@ -72,10 +94,6 @@ def evaluate(
     force: bool = False,
 ) -> dict[str, Any]:
     import torch
-    from torch.utils.data import DataLoader
-
-    from engine.train.loop import validate_epoch
-    from engine.train.precision import plan_precision
 
     checkpoint = resolve_checkpoint(path)
     target = checkpoint / EVAL_FILE  # the engine's own: replaced on every evaluation
@@ -89,12 +107,9 @@ def evaluate(
     started = time.perf_counter()
     bundle = build_eval_data(loaded, task_cfg, new_data=bool(overrides))
     device = torch.device("cpu")
-    loader = DataLoader(
-        bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn
+    values, loader = validation_metrics(
+        task, loaded.model, bundle, task_cfg, loaded.artifacts, batch_size
     )
-    metrics = task.build_metrics(task_cfg, loaded.artifacts).to(device)
-    loss = validate_epoch(task, loaded.model, loader, metrics, device, plan_precision("32", device))
-    values = {"val/loss": loss, **{f"val/{k}": float(v) for k, v in metrics.compute().items()}}
     extras = (
         task.evaluation_extras(loaded.model, loader, task_cfg, loaded.artifacts, device)  # type: ignore[attr-defined]
         if loaded.info.features.evaluation_extras
@@ -104,6 +119,8 @@ def evaluate(
         "checkpoint": str(checkpoint),
         "task": task.name,
         "epoch": loaded.meta.get("epoch"),
+        "format": format_and_precision(loaded.meta)[0],
+        "precision": format_and_precision(loaded.meta)[1],
         "data": overrides if overrides else "validation split of the run",
         "samples": len(bundle.val),
         "metrics": values,
@@ -127,6 +144,10 @@ def format_result(result: dict[str, Any]) -> str:
     lines = [
         f"Checkpoint: {result['checkpoint']} (task {result['task']}, epoch {display_epoch(result['epoch'])})"
     ]
+    if result.get("format", "checkpoint") != "checkpoint":
+        lines.append(
+            f"Model:      {result['format']} {result.get('precision', '')} (lepton export)"
+        )
     if "lineage" in result:
         lines.append(f"Lineage:    {describe(result['lineage'])}")
     lines.append(f"Samples:    {result['samples']}")

@@ -384,10 +384,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(_status(found))
         return 0
     except ClusterError as exc:
-        print(f"local cluster: {exc.message}", file=sys.stderr)
-        if exc.hint:
-            print(f"  {exc.hint}", file=sys.stderr)
-        return exc.exit_code
+        from engine.cli import print_error
+
+        return print_error(exc, prog="local cluster")
     except KeyboardInterrupt:
         print("local cluster: interrupted (what was started is stopped)", file=sys.stderr)
         return 130

@@ -328,7 +328,12 @@ def load_model(
             f"{meta['task']} config ({first_line(exc)}).",
             hint="The checkpoint's task.json was changed or is for another task version.",
         ) from None
-    model = info.task.build_model(task_cfg, meta["artifacts"])
-    load_weights(model, path)
+    from engine.export.loading import exported_model, is_runtime_export
+
+    if is_runtime_export(meta):  # an ONNX / torch.export export (lepton export)
+        model = exported_model(info, task_cfg, meta, path)
+    else:
+        model = info.task.build_model(task_cfg, meta["artifacts"])
+        load_weights(model, path)
     model.eval()
     return LoadedModel(info, model, task_cfg, meta["artifacts"], meta, path)

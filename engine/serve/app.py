@@ -75,7 +75,8 @@ def build_app(spec: dict[str, Any]) -> Any:
         )
         batch = s.batch.max_batch_size if s.batch.enabled else 1
         wait = s.batch.wait_timeout_s if s.batch.enabled else 0.0
-        init_args = (model["name"], str(model["version"]), s.device, batch, wait)
+        log_settings = dataclasses.asdict(s.log) if s.log.dir else None
+        init_args = (model["name"], str(model["version"]), s.device, batch, wait, log_settings)
         deployment = serve.deployment(ModelServer).options(  # type: ignore[attr-defined]
             name=f"{model['name']}--v{model['version']}",
             # A version of our own, not Serve's random one per serve.run: redeploying with

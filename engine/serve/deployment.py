@@ -45,17 +45,25 @@ class Loaded:
     checkpoint: str
     info: dict[str, Any]
     signature: dict[str, Any]
+    #: ``(input, prediction) -> summary`` for the prediction log (:mod:`.input_summary`).
+    summarize: Any = None
 
 
 def load(checkpoint: str, device: str) -> Loaded:
     from engine.runs.checkpoint import load_model
+    from engine.serve.input_summary import summarizer
     from engine.serve.models import model_info
     from engine.serve.signature import Signature
 
     loaded = load_model(checkpoint)
     predictor = loaded.predictor(_device(device))
     signature = Signature.from_predictor(predictor)
-    return Loaded(predictor, checkpoint, model_info(loaded.meta, checkpoint), signature.to_dict())
+    summarize = summarizer(
+        signature.kind, signature.input_schema, loaded.info.task, loaded.artifacts
+    )
+    return Loaded(
+        predictor, checkpoint, model_info(loaded.meta, checkpoint), signature.to_dict(), summarize
+    )
 
 
 def _device(device: str) -> str:
@@ -76,7 +84,10 @@ class ModelServer:
         device: str = "auto",
         max_batch_size: int = 32,
         batch_wait_timeout_s: float = 0.005,
+        log_settings: dict[str, Any] | None = None,
     ) -> None:
+        from engine.serve.prediction_log import open_log
+
         self.name, self.version, self.device = name, version, device
         self._loaded: Loaded | None = None
         self._swap_lock = asyncio.Lock()
@@ -85,6 +96,14 @@ class ModelServer:
         batched.set_max_batch_size(max_batch_size)
         batched.set_batch_wait_timeout_s(batch_wait_timeout_s)
         self._metrics = _Metrics(name, version)
+        #: The prediction log (``serve.log``), written off the request path; None: off.
+        self._log = open_log(log_settings, name, version)
+
+    def __del__(self) -> None:
+        """Serve's graceful shutdown: write the log's last records."""
+        log_ = getattr(self, "_log", None)
+        if log_ is not None:
+            log_.close()
 
     async def reconfigure(self, user_config: dict[str, Any]) -> None:
         """Point this replica at ``user_config["checkpoint"]``: load it first, then swap."""
@@ -92,6 +111,8 @@ class ModelServer:
         async with self._swap_lock:
             if self._loaded is not None and self._loaded.checkpoint == checkpoint:
                 return
+            if self._log is not None:  # the old weights' records go out first
+                await asyncio.to_thread(self._log.flush)
             started = time.perf_counter()
             fresh = await asyncio.to_thread(load, checkpoint, self.device)
             old = self._loaded
@@ -124,7 +145,13 @@ class ModelServer:
         "checkpoint": PATH}``, or ``{"error": message}`` for a DataError (a 4xx)."""
         started = time.perf_counter()
         result: dict[str, Any] = await self._batched((inputs, request_id))
-        self._metrics.request(time.perf_counter() - started, "error" not in result)
+        elapsed = time.perf_counter() - started
+        self._metrics.request(elapsed, "error" not in result)
+        if self._log is not None and "error" not in result:
+            summarize = self._loaded.summarize if self._loaded is not None else None
+            result["logged"] = self._log.add(
+                request_id, inputs, result["predictions"], elapsed, result["checkpoint"], summarize
+            )
         return result
 
     @serve.batch(max_batch_size=32, batch_wait_timeout_s=0.005)

@@ -7,6 +7,9 @@ Routes (``/docs`` and ``/openapi.json`` describe them, with each model's input s
   ``GET /v1/models``, ``GET /v1/models/{name}[/versions/{v}]``.
 - Open Inference Protocol (KServe V2): ``GET /v2/health/live|ready``, ``GET /v2``,
   ``GET /v2/models/{name}[/versions/{v}][/ready]``, ``POST .../infer``.
+- Feedback (with ``serve.log.dir``): ``POST /v1/models/{name}/feedback``, true labels by
+  request id (:mod:`engine.serve.feedback`); the replicas' answers say which request ids
+  they logged, and the ingress remembers them.
 
 Every request gets a request id (an incoming ``X-Request-Id`` is kept), sent back in the
 ``X-Request-Id`` header; V1 bodies carry it as ``request_id``, and the log lines name it.
@@ -56,6 +59,9 @@ class Ingress:
         self.described: dict[tuple[str, str], dict[str, Any]] = {}
         self.validators: dict[tuple[str, str], InputValidator] = {}
         self.stats: dict[tuple[str, str], LatencyStats] = {}
+        from engine.serve.feedback import desk_for
+
+        self.feedback = desk_for(spec)  # None without serve.log.dir
 
     # -- models, versions, validation --------------------------------------------------
 
@@ -115,6 +121,8 @@ class Ingress:
         stats.add(time.perf_counter() - started, ok="error" not in result)
         if "error" in result:
             raise RequestError(result["error"], 400)
+        if result.get("logged") and self.feedback is not None:
+            self.feedback.remember(name, chosen, request.state.request_id, len(inputs))
         if result.get("checkpoint") != self.described[(name, chosen)]["info"].get("checkpoint"):
             await self._describe(name, chosen, refresh=True)  # new weights: new signature
         return chosen, result["predictions"], parsed
@@ -143,6 +151,33 @@ class Ingress:
             "request_id": request.state.request_id,
         }
         return JSONResponse(body, headers={"X-Model-Name": name, "X-Model-Version": chosen})
+
+    @app.post("/v1/models/{name}/feedback")
+    async def v1_feedback(self, name: str, request: Request) -> Response:
+        from engine.serve.feedback import parse_feedback
+
+        try:
+            self._version(name, None)  # a 404 for an unknown model
+            if self.feedback is None:
+                raise RequestError(
+                    "This service keeps no prediction log (serve.log.dir is not set), so it "
+                    "takes no feedback.",
+                    404,
+                )
+            items = parse_feedback(await json_body(request))
+        except RequestError as exc:
+            return error_response(exc.status, exc.message)
+        try:
+            body = await asyncio.to_thread(self.feedback.take, name, items)
+        except Exception as exc:  # the log's storage is down: the client may retry
+            http_edge.log.warning("feedback for %s not stored: %s", name, exc)
+            retry = str(max(1, round(self.spec["retry_after_s"] or 1)))
+            return error_response(
+                503,
+                "The feedback could not be stored right now. Retry later.",
+                {"Retry-After": retry},
+            )
+        return JSONResponse(body)
 
     @app.get("/v1/models")
     async def v1_models(self) -> Response:

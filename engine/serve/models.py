@@ -1,7 +1,8 @@
 """Which models ``lepton serve`` publishes: ``[NAME[:VERSION]=]PATH`` arguments, checked.
 
-PATH is a checkpoint, a run directory (its best checkpoint) or a sweep directory (its best
-trial's best checkpoint): :func:`engine.runs.layout.resolve_checkpoint` decides. Without a
+PATH is a checkpoint, a run directory (its best checkpoint), a sweep directory (its best
+trial's best checkpoint) or a ``lepton export`` directory (which has a checkpoint's
+``task.json``): :func:`engine.runs.layout.resolve_checkpoint` decides. Without a
 NAME the model is named after its task; versions count up from ``1`` per name in the order
 given. Every checkpoint is verified (sizes and SHA-256 of every file against its
 ``task.json``) and its task's plugin must be installed, all before Ray starts, so a typo or a
@@ -57,9 +58,15 @@ def split_arg(arg: str) -> tuple[str | None, str | None, str]:
 
 def model_info(meta: dict[str, Any], checkpoint: str) -> dict[str, Any]:
     """What ``GET /v1/models`` says about a checkpoint: where it is, what trained it, how
-    well it scored, and its lineage (as the training loop recorded it)."""
+    well it scored, its lineage (as the training loop recorded it), and which format and
+    precision is served (``checkpoint`` / ``fp32``, or a ``lepton export``'s)."""
+    from engine.export.loading import format_and_precision
+
+    fmt, precision = format_and_precision(meta)
     return {
         "checkpoint": checkpoint,
+        "format": fmt,
+        "precision": precision,
         "task": meta.get("task"),
         "plugin": meta.get("distribution") or meta.get("plugin"),
         "plugin_version": meta.get("plugin_version"),

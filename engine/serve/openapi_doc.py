@@ -111,6 +111,46 @@ def _v2_example(signature: dict[str, Any]) -> dict[str, Any] | None:
     }
 
 
+FEEDBACK_ITEM = {
+    "type": "object",
+    "required": ["request_id", "label"],
+    "additionalProperties": False,
+    "properties": {
+        "request_id": {"type": "string", "description": "the answer's request_id"},
+        "label": {"description": "the true answer (a label, an item id, a value)"},
+        "index": {"type": "integer", "minimum": 0, "description": "the input's place (0)"},
+    },
+}
+
+
+def _feedback_op(name: str) -> dict[str, Any]:
+    """``POST /v1/models/{name}/feedback``: true labels for logged predictions."""
+    ids = {"type": "array", "items": {"type": "string"}}
+    return {
+        "summary": f"Feedback for {name}: the true label of answered requests",
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {"anyOf": [FEEDBACK_ITEM, {"type": "array", "items": FEEDBACK_ITEM}]},
+                    "example": [{"request_id": "<request_id of an answer>", "label": "3"}],
+                }
+            },
+        },
+        "responses": _responses(
+            {
+                "type": "object",
+                "properties": {"model_name": {"type": "string"}, "accepted": ids, "unknown": ids},
+                "required": ["accepted", "unknown"],
+            },
+            400,
+            404,
+            413,
+            503,
+        ),
+    }
+
+
 def openapi_document(
     spec: dict[str, Any], described: dict[tuple[str, str], dict[str, Any]]
 ) -> dict[str, Any]:
@@ -192,6 +232,9 @@ def openapi_document(
                     "responses": _responses(get_ok, 404),
                 }
             }
+    if ((spec.get("serve") or {}).get("log") or {}).get("dir"):
+        for name in sorted({n for n, _ in described}):
+            paths[f"/v1/models/{name}/feedback"] = {"post": _feedback_op(name)}
     for path, summary in (
         ("/v1/models", "Every model: versions, task, metrics, lineage, request summary"),
         ("/v2", "Server metadata (V2)"),

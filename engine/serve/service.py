@@ -39,6 +39,10 @@ def serve_models(config: ServeConfig, model_args: list[str]) -> int:
     sources = resolve_models(model_args)
     token = read_token(s)
     spec = app_spec(sources, s, token)
+    if s.log.dir:  # before Ray starts: a log dir that cannot be written is named now
+        from engine.serve.prediction_log import check_writable
+
+        check_writable(s.log.dir)
     embedded = config.address is None
     if embedded:
         local_service.check_port_free(s.host, s.port)
@@ -62,6 +66,11 @@ def serve_models(config: ServeConfig, model_args: list[str]) -> int:
             f"  docs: {url}/docs   models: {url}/v1/models"
             + ("   (bearer token required)" if token else "")
         )
+        if s.log.dir:
+            _say(
+                f"  log:  {s.log.dir} ({s.log.sample:.0%} of requests)   feedback: POST "
+                f"{url}/v1/models/<name>/feedback   then: lepton monitor {s.log.dir}"
+            )
         if not embedded:
             _say(
                 f"Deployed to {config.address}; `lepton serve status` / `lepton serve shutdown` (ray.address={config.address})."

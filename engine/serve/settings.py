@@ -55,6 +55,28 @@ class LimitSettings:
 
 
 @dataclass
+class LogSettings:
+    """The prediction log (:mod:`engine.serve.prediction_log`); ``dir`` None: off."""
+
+    #: A local path or an object-store URI (as ``run.dir``); None: no log, no feedback.
+    dir: str | None = None
+    #: The fraction of requests logged (each request whole, or not at all).
+    sample: float = 1.0
+    #: Also log each raw input (images as sent: base64); off by default.
+    inputs: bool = False
+    #: A replica writes a new file every ``flush_s`` seconds or ``batch`` records.
+    flush_s: float = 10.0
+    batch: int = 1000
+    #: Requests waiting for the log's thread per replica (their inputs held in memory);
+    #: beyond it requests are left out of the log (counted in the replica's log lines),
+    #: never held on the request path.
+    queue: int = 2000
+    #: Recent logged request ids the ingress remembers for feedback (older ones are
+    #: looked up in the log's files).
+    index_size: int = 100000
+
+
+@dataclass
 class ServeSettings:
     app_name: str = "lepton"
     host: str = "127.0.0.1"
@@ -72,6 +94,7 @@ class ServeSettings:
     # None in the YAML (a value Hydra lets an override replace with a map), {} after check.
     traffic: dict[str, dict[Any, Any]] | None = None
     default_version: dict[str, str] | None = None
+    log: LogSettings = field(default_factory=LogSettings)
 
     @property
     def max_ongoing_requests(self) -> int:
@@ -214,6 +237,7 @@ def check(s: ServeSettings) -> None:
             raise bad(f"limits.{name}", getattr(s.limits, name), "Use >= 1.")
     if s.request_timeout_s <= 0:
         raise bad("request_timeout_s", s.request_timeout_s, "Use > 0 seconds.")
+    _check_log(s.log, bad)
     for model, split in s.traffic.items():
         if not split or any(w < 0 for w in split.values()) or sum(split.values()) <= 0:
             raise bad(
@@ -228,6 +252,28 @@ def check(s: ServeSettings) -> None:
             hint=f"Set {TOKEN_ENV} (or serve.token_file=PATH) to require a bearer token, or "
             "say serve.allow_unauthenticated=true to serve without one.",
         )
+
+
+def _check_log(log: LogSettings, bad: Any) -> None:
+    from engine.errors import StorageError
+    from engine.runs.storage import Location
+
+    if log.dir is not None:
+        if not isinstance(log.dir, str) or not log.dir.strip():
+            raise bad("log.dir", log.dir, "A local path or an object-store URI, or null (off).")
+        try:
+            log.dir = Location.parse(log.dir).uri  # absolute: replicas run in other dirs
+        except StorageError as exc:
+            raise bad("log.dir", log.dir, exc.hint or exc.message) from None
+    if not 0 <= log.sample <= 1:
+        raise bad("log.sample", log.sample, "A fraction of requests, 0..1.")
+    if log.flush_s <= 0:
+        raise bad("log.flush_s", log.flush_s, "Use > 0 seconds.")
+    for name in ("batch", "queue", "index_size"):
+        if getattr(log, name) < 1:
+            raise bad(f"log.{name}", getattr(log, name), "Use >= 1.")
+    if log.queue < log.batch:
+        raise bad("log.queue", log.queue, f"Use >= serve.log.batch ({log.batch}).")
 
 
 def _is_loopback(host: str) -> bool:

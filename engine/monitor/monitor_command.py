@@ -1,0 +1,114 @@
+"""``lepton monitor LOG_DIR``: per model version, request volume and latency percentiles
+over time, and the live metric (accuracy for a label) on the predictions that have
+feedback; writes ``monitor.json``, ``report.md`` and PNGs into ``-o DIR`` (default
+``LOG_DIR/monitor``)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import time
+from typing import Any
+
+_DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
+_UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def duration_s(text: str) -> float:
+    """``90s``, ``15m``, ``2h``, ``1d``, ``1w`` as seconds."""
+    found = _DURATION.match(text.strip().lower())
+    if not found or float(found.group(1)) <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 30m, 2h or 1d")
+    return float(found.group(1)) * _UNITS[found.group(2)]
+
+
+def since_time(text: str) -> float:
+    """An ISO 8601 time (no zone: UTC) or a duration back from now, as epoch seconds."""
+    from datetime import datetime, timezone
+
+    if _DURATION.match(text.strip().lower()):
+        return time.time() - duration_s(text)
+    try:
+        stamp = datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is neither an ISO time (2026-12-01T18:00Z) nor a duration (30m, 2h, 1d)"
+        ) from None
+    if stamp.tzinfo is None:
+        stamp = stamp.replace(tzinfo=timezone.utc)
+    return stamp.timestamp()
+
+
+def add_parser(subparsers: Any) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = subparsers.add_parser(
+        "monitor",
+        help="volume, latency and live accuracy of served models, from their prediction log",
+        description="Read a prediction log (serve.log.dir of lepton serve, local or s3://) and "
+        "its feedback; write monitor.json, report.md and PNGs.",
+    )
+    parser.add_argument("log_dir", metavar="LOG_DIR", help="the serve.log.dir of a service")
+    parser.add_argument(
+        "--since",
+        type=since_time,
+        metavar="TIME",
+        help="only records from then on: an ISO time (UTC if no zone) or a duration back "
+        "from now (30m, 2h, 7d)",
+    )
+    parser.add_argument(
+        "--bucket",
+        type=duration_s,
+        metavar="DURATION",
+        help="time bucket of the series (default: picked from the span, at most 60 buckets)",
+    )
+    parser.add_argument(
+        "-o", "--output", metavar="DIR", help="where the files go (default: LOG_DIR/monitor)"
+    )
+    parser.add_argument(
+        "--json", action="store_true", help="print monitor.json instead of the summary"
+    )
+    return parser
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+
+    from engine.monitor.logs import read_log
+    from engine.monitor.report import write_outputs
+    from engine.monitor.stats import monitor_stats
+    from engine.runs.storage import Location
+
+    log = read_log(args.log_dir, since=args.since)
+    bucket = int(args.bucket) if args.bucket else None
+    stats = monitor_stats(log, since=args.since, bucket_s=bucket, now=time.time())
+    out = Location.parse(args.output) if args.output else log.root / "monitor"
+    written = write_outputs(stats, out)
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return 0
+    for line in summary_lines(stats):
+        print(line)
+    print(f"wrote {', '.join(w.name for w in written)} to {out}")
+    return 0
+
+
+def summary_lines(stats: dict[str, Any]) -> list[str]:
+    lines = []
+    if not stats["models"]:
+        lines.append("no predictions in this window")
+    for model, m in stats["models"].items():
+        for version, v in m["versions"].items():
+            lat, fb = v["latency_ms"], v["feedback"]
+            text = (
+                f"{model} v{version}: {v['requests']} requests ({v['predictions']} predictions), "
+                f"latency p50 {lat['p50']} ms, p90 {lat['p90']} ms, p99 {lat['p99']} ms"
+            )
+            if fb["metric"]:
+                text += f"; {fb['metric']} {fb['value']:.4f} on {fb['count']} with feedback"
+            else:
+                text += "; no feedback yet"
+            lines.append(text)
+    if stats["feedback"]["unmatched"]:
+        lines.append(
+            f"{stats['feedback']['unmatched']} feedback record(s) have no prediction in this window"
+        )
+    return lines
