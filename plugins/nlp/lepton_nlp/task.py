@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.task import DataBundle
+from engine.task import DataBundle, ExportSpec
 from lepton_nlp.config import NLPConfig
 
 if TYPE_CHECKING:  # torch is imported where it is used: `lepton plugins` stays fast
@@ -233,6 +233,20 @@ class NLPTask:
             int(artifacts["max_length"]),
             device,
             examples=list(artifacts.get("examples") or []),
+        )
+
+    def export_spec(
+        self, model: torch.nn.Module, batch: Any, cfg: NLPConfig, artifacts: Mapping[str, Any]
+    ) -> ExportSpec:
+        """``lepton export``: ``model(input_ids, attention_mask)``, batch size and sequence
+        length free; tokenizing stays in the predictor."""
+        axes = {0: "batch", 1: "sequence"}
+        return ExportSpec(
+            module=model,
+            example_inputs=(batch["input_ids"], batch["attention_mask"]),
+            input_names=("input_ids", "attention_mask"),
+            output_names=("logits",),
+            dynamic_axes={"input_ids": axes, "attention_mask": axes},
         )
 
     def read_inputs(self, path: Path, cfg: NLPConfig) -> Iterator[tuple[str, str]]:
