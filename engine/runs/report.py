@@ -66,14 +66,26 @@ def _line_plot(
     plt.close(fig)
 
 
+#: Dashed lines of a metric's baselines: any colour but the model's green.
+_BASELINE_COLORS = ["tab:blue", "tab:orange", "tab:red", "tab:purple", "tab:gray"]
+
+
 def _metric_grid(path: Path, epochs: list[int], series: dict[str, list[float]]) -> None:
+    """One panel per metric, its baselines in it (:mod:`engine.runs.metric_panels`)."""
+    from engine.runs.metric_panels import baseline_label, panels
+
     plt = _plt()
-    n = len(series)
+    grouped = panels(list(series))
+    n = len(grouped)
     cols = min(3, n)
     rows = -(-n // cols)
     fig, axes = plt.subplots(rows, cols, figsize=FIGSIZE, dpi=DPI, squeeze=False)
-    for ax, (name, values) in zip(axes.flat, series.items(), strict=False):
-        ax.plot(epochs, values, marker="o", color="tab:green")
+    for ax, (name, baselines) in zip(axes.flat, grouped.items(), strict=False):
+        ax.plot(epochs, series[name], marker="o", color="tab:green", label="model")
+        for key, color in zip(baselines, _BASELINE_COLORS * len(baselines), strict=False):
+            ax.plot(epochs, series[key], "--", color=color, label=baseline_label(key, name))
+        if baselines:
+            ax.legend(fontsize=6)
         ax.set_title(name, fontsize=9)
         ax.xaxis.set_major_locator(_integer_ticks())
         ax.grid(alpha=0.3)
