@@ -60,6 +60,7 @@ EPILOG = """examples:
   lepton export runs/<run> --format onnx --quantize int8
                                                    int8 ONNX + task.json; size/metric/latency table
   lepton monitor logs/ --since 1d                  volume, latency, live accuracy from serve.log.dir
+  lepton monitor logs/ --reference runs/<run>      + drift vs its validation split (1: alert)
   lepton plugin new churn                          a new task plugin in ./lepton-churn
 """
 

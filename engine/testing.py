@@ -26,6 +26,9 @@ Each contract point below is a separate check; the first one that fails raises a
 ``predictor``   ``input_schema()`` is JSON Schema that accepts every example input and
                 rejects a malformed one; ``predict`` returns one JSON-ready dict per
                 input, the same for an input alone as in a batch
+``summarize_input``   (when the task has it) a flat dict for every example input
+``validation_inputs``  (when the task has it) up to ``limit`` JSON-ready ``(input, label)``
+                pairs that ``predict`` takes
 ``checkpoint``  ``save_checkpoint`` then ``load_model`` predicts exactly as before
 
 Overrides should make the data tiny: the kit is meant to run in seconds (on one CPU
@@ -35,6 +38,7 @@ thread, without Ray).
 from __future__ import annotations
 
 import inspect
+import itertools
 import json
 import math
 import pickle
@@ -484,6 +488,8 @@ def _check_serving(
         report.predictions = _check_predictions(predictor, examples)
         if info.features.summarize_input:
             _check_summaries(info, examples, bundle.artifacts)
+        if info.features.validation_inputs:
+            _check_validation_inputs(info, cfg, bundle.artifacts, predictor)
 
     with _timed(seconds, "checkpoint"):
         path = tmp_path / "contract-checkpoint"
@@ -551,6 +557,51 @@ def _check_summaries(info: TaskInfo, examples: list[Any], artifacts: Any) -> Non
                 f"summarize_input returned {_short(summary)} for example input {i}",
                 "return a flat dict: feature name -> number, string, boolean or None",
             )
+
+
+def _check_validation_inputs(
+    info: TaskInfo, cfg: LeptonConfig, artifacts: Any, predictor: Any
+) -> None:
+    """The optional ``validation_inputs`` (``lepton monitor --reference``'s data): at most
+    ``limit`` ``(input, label)`` pairs, JSON-ready inputs that ``predict`` takes."""
+    limit = 3
+    pairs = _guard(
+        "validation_inputs",
+        "validation_inputs raised",
+        lambda: list(
+            itertools.islice(
+                info.task.validation_inputs(  # type: ignore[attr-defined]
+                    cfg.task, artifacts, seed=cfg.seed, limit=limit
+                ),
+                limit + 1,
+            )
+        ),
+    )
+    shaped = all(isinstance(p, tuple) and len(p) == 2 for p in pairs)
+    if not pairs or len(pairs) > limit or not shaped:
+        raise ContractError(
+            "validation_inputs",
+            f"validation_inputs(limit={limit}) gave {_short(pairs)}",
+            "yield 1 to limit (input, label) pairs of the validation split",
+        )
+    inputs = [p[0] for p in pairs]
+    try:
+        json.dumps([[p[0], str(p[1])] for p in pairs], allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ContractError(
+            "validation_inputs",
+            f"validation_inputs are not JSON-ready: {exc}",
+            "yield inputs as a client would send them in a request (JSON values)",
+        ) from None
+    answers = _guard(
+        "validation_inputs", "predict raised on validation_inputs", predictor.predict, inputs
+    )
+    if not isinstance(answers, list) or len(answers) != len(inputs):
+        raise ContractError(
+            "validation_inputs",
+            f"predict() on {len(inputs)} validation inputs returned {_short(answers)}",
+            "yield inputs in the predictor's input format (what a request's inputs hold)",
+        )
 
 
 def _check_examples(predictor: Any) -> list[Any]:

@@ -203,6 +203,25 @@ class NestedSummary(VisionTask):
         return {"size": [8, 8]}
 
 
+class TensorValidationInputs(VisionTask):
+    """The optional validation_inputs hook, yielding tensors instead of request inputs."""
+
+    def validation_inputs(self, cfg: Any, artifacts: Any, *, seed: int, limit: int) -> Any:
+        from lepton_vision.data import load_images
+
+        val = load_images(cfg.data, seed).val
+        for i in range(limit):
+            yield val.images[i], str(val.labels[i])
+
+
+class UnlimitedValidationInputs(VisionTask):
+    """validation_inputs ignoring its limit."""
+
+    def validation_inputs(self, cfg: Any, artifacts: Any, *, seed: int, limit: int) -> Any:
+        pairs = super().validation_inputs(cfg, artifacts, seed=seed, limit=limit + 5)
+        yield from pairs
+
+
 class _Shifted(torch.nn.Module):
     """Keeps a random value outside the state dict: it is lost by a checkpoint."""
 
@@ -243,6 +262,8 @@ class StateOutsideStateDict(VisionTask):
         (TensorOutputs(), "predictor", ["prediction 0 is not JSON-ready", "Tensor"]),
         (BatchDependent(), "predictor", ["input 0 predicts", "alone but", "in a batch"]),
         (NestedSummary(), "summarize_input", ["returned {'size': [8, 8]}", "flat dict"]),
+        (TensorValidationInputs(), "validation_inputs", ["not JSON-ready", "Tensor"]),
+        (UnlimitedValidationInputs(), "validation_inputs", ["validation_inputs(limit=3) gave"]),
         (StateOutsideStateDict(), "checkpoint", ["after save_checkpoint + load_model"]),
     ],
     ids=lambda v: type(v).__name__ if isinstance(v, VisionTask) else None,

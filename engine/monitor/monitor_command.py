@@ -1,7 +1,9 @@
 """``lepton monitor LOG_DIR``: per model version, request volume and latency percentiles
 over time, and the live metric (accuracy for a label) on the predictions that have
 feedback; writes ``monitor.json``, ``report.md`` and PNGs into ``-o DIR`` (default
-``LOG_DIR/monitor``)."""
+``LOG_DIR/monitor``). With ``--reference RUN``, the drift of each version's inputs and
+predictions against the run's validation split (:mod:`engine.monitor.drift`); exit status
+1 when an alert fires, 2 for bad input (a :class:`LeptonError`), else 0."""
 
 from __future__ import annotations
 
@@ -9,6 +11,10 @@ import argparse
 import re
 import time
 from typing import Any
+
+from engine.monitor.drift import DEFAULT_MIN_COUNT, DriftSettings
+from engine.monitor.psi import DEFAULT_THRESHOLD
+from engine.monitor.reference import DEFAULT_LIMIT
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhdw])$")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
@@ -66,6 +72,40 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     parser.add_argument(
         "--json", action="store_true", help="print monitor.json instead of the summary"
     )
+    drift = parser.add_argument_group(
+        "drift", "against a training run's validation split; exit status 1 when an alert fires"
+    )
+    drift.add_argument(
+        "--reference",
+        metavar="RUN_DIR",
+        help="the run (or sweep, or checkpoint) directory of the served model: PSI of every "
+        "input feature and of the predictions against its validation split",
+    )
+    drift.add_argument(
+        "--psi-threshold",
+        type=float,
+        default=DEFAULT_THRESHOLD,
+        metavar="PSI",
+        help=f"alert above this population stability index (default {DEFAULT_THRESHOLD})",
+    )
+    drift.add_argument(
+        "--min-count",
+        type=int,
+        default=DEFAULT_MIN_COUNT,
+        metavar="N",
+        help=f"alert only on features with at least N live values (default {DEFAULT_MIN_COUNT})",
+    )
+    drift.add_argument(
+        "--reference-limit",
+        type=int,
+        default=DEFAULT_LIMIT,
+        metavar="N",
+        help=f"validation inputs in the reference, at most (default {DEFAULT_LIMIT})",
+    )
+    parser.epilog = (
+        "exit status: 0 no alert; 1 a drift alert fired (see monitor.json alerts); "
+        "2 bad input (no log there, a reference that is not a run)"
+    )
     return parser
 
 
@@ -77,18 +117,55 @@ def run(args: argparse.Namespace) -> int:
     from engine.monitor.stats import monitor_stats
     from engine.runs.storage import Location
 
+    settings = DriftSettings(args.psi_threshold, args.min_count, args.reference_limit)
     log = read_log(args.log_dir, since=args.since)
     bucket = int(args.bucket) if args.bucket else None
     stats = monitor_stats(log, since=args.since, bucket_s=bucket, now=time.time())
+    if args.reference:
+        from engine.monitor.drift import add_drift
+        from engine.monitor.reference import load_reference
+
+        reference = load_reference(args.reference, limit=settings.limit)
+        add_drift(stats, log.predictions, reference, settings)
     out = Location.parse(args.output) if args.output else log.root / "monitor"
     written = write_outputs(stats, out)
+    code = 1 if stats["alerts"] else 0
     if args.json:
         print(json.dumps(stats, indent=2))
-        return 0
-    for line in summary_lines(stats):
+        return code
+    for line in summary_lines(stats) + drift_lines(stats):
         print(line)
     print(f"wrote {', '.join(w.name for w in written)} to {out}")
-    return 0
+    return code
+
+
+def drift_lines(stats: dict[str, Any]) -> list[str]:
+    ref = stats.get("reference")
+    if not ref:
+        return []
+    if not ref.get("available"):
+        return [f"drift: not available ({ref.get('reason')})"]
+    lines = []
+    for model, m in stats["models"].items():
+        for version, v in m["versions"].items():
+            drift = v["drift"]
+            if drift is None:
+                continue
+            top = sorted(
+                [
+                    *drift["inputs"].items(),
+                    *(("prediction " + k, f) for k, f in drift["outputs"].items()),
+                ],
+                key=lambda kv: -kv[1]["psi"],
+            )
+            shown = ", ".join(f"{k} {f['psi']:.3g}" for k, f in top[:6])
+            lines.append(f"{model} v{version} drift (PSI, threshold {drift['threshold']}): {shown}")
+    for alert in stats["alerts"]:
+        lines.append(
+            f"ALERT {alert['model']} v{alert['version']}: {alert['side']} {alert['feature']} "
+            f"PSI {alert['psi']:.3g} > {alert['threshold']} on {alert['count']} values"
+        )
+    return lines
 
 
 def summary_lines(stats: dict[str, Any]) -> list[str]:

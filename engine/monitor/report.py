@@ -9,11 +9,12 @@ import json
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from engine.monitor.drift_report import drift_markdown, drift_plot
 from engine.runs.storage import Location
 
 JSON_FILE = "monitor.json"
 REPORT_FILE = "report.md"
-PLOTS = ("volume.png", "latency.png", "metric.png")
+PLOTS = ("volume.png", "latency.png", "metric.png", "drift.png")
 
 
 def _series(stats: dict[str, Any]) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -160,6 +161,7 @@ def markdown(stats: dict[str, Any], plots: list[str]) -> str:
                     )
                 lines.append(f"| {name} | {feature['count']} | {text} |")
             lines.append("")
+    lines += drift_markdown(stats)
     for name in plots:
         lines += [f"![{name[:-4]}]({name})", ""]
     return "\n".join(lines)
@@ -170,6 +172,7 @@ def write_outputs(stats: dict[str, Any], out: Location) -> list[Location]:
     out.mkdir()
     written = []
     plots = _plots(stats) if stats["models"] else {}
+    plots.update(drift_plot(stats))
     for name in PLOTS:
         if name in plots:
             (out / name).write_bytes(plots[name])

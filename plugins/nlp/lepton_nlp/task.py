@@ -130,6 +130,28 @@ class NLPTask:
             collate_fn=PadCollate(tokenizer.pad_id),
         )
 
+    def summarize_input(self, input: Any, artifacts: Mapping[str, Any]) -> dict[str, Any]:
+        """The prediction log's extra feature: ``unknown_rate``, the share of words
+        outside the vocabulary (engine.task.SummarizesInputs)."""
+        from lepton_nlp.monitoring import summarize_text
+
+        return summarize_text(input, artifacts)
+
+    def validation_inputs(
+        self, cfg: NLPConfig, artifacts: Mapping[str, Any], *, seed: int, limit: int
+    ) -> Iterator[tuple[str, str]]:
+        """The validation texts (as ``build_data`` splits them for ``seed``) with their
+        labels: ``lepton monitor --reference``'s data."""
+        from lepton_nlp.corpus import load_corpus
+
+        corpus = load_corpus(
+            cfg.data,
+            seed=seed,
+            label_names=list(artifacts["label_names"]),
+            all_for_val=_is_new_source(cfg, artifacts),
+        )
+        yield from list(zip(corpus.val.texts, corpus.val.labels, strict=True))[:limit]
+
     def _fit(self, cfg: NLPConfig, corpus: Corpus) -> tuple[Any, dict[str, Any]]:
         """A tokenizer for ``cfg`` (built from the training texts) and the artifacts to save."""
         from lepton_nlp.tokenizers import HFTokenizer, VocabTokenizer

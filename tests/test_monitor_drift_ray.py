@@ -1,0 +1,167 @@
+"""Drift on real served models: a vision and an NLP model behind `lepton serve`'s app with
+the prediction log on (flushed every 0.5 s); first 150 validation inputs of each (their
+runs' own split), then 150 shifted ones (digits inverted, 255 - x; texts with their
+characters shuffled: the same length, words the vocabulary does not know). `lepton monitor
+--reference RUN` on the first part finds no drift (exit 0); on the shifted part (`--since`
+the moment between) it flags it (exit 1) and draws drift.png."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+import random
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import pytest
+import requests
+from serve_fixtures import free_port, train_inprocess, wait_ready
+
+pytestmark = pytest.mark.ray
+
+TOKEN = "drift-token-0123456789"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+#: Inputs per part: PSI's sampling noise is about 9/n over ten bins (0.06 at 150).
+N = 150
+
+
+def _validation(run: Path, limit: int) -> list:
+    from engine.runs.checkpoint import load_model
+    from engine.runs.layout import resolve_checkpoint
+
+    loaded = load_model(resolve_checkpoint(run))
+    seed = int(loaded.meta.get("seed") or 0)
+    source = loaded.info.task.validation_inputs(
+        loaded.task_config, loaded.artifacts, seed=seed, limit=limit
+    )
+    return [x for x, _ in source]
+
+
+def _png_b64(pixels) -> str:
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.asarray(pixels, dtype=np.uint8)).save(buffer, format="PNG")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _shuffled(texts: list[str], seed: int = 0) -> list[str]:
+    """Each text's characters shuffled: the same length, words no vocabulary knows."""
+    rng = random.Random(seed)
+    return ["".join(rng.sample(text, len(text))) for text in texts]
+
+
+@pytest.fixture(scope="module")
+def served(ray_cluster, tmp_path_factory):
+    import os
+
+    from ray import serve
+
+    from engine.serve.app import app_spec, build_app
+    from engine.serve.models import resolve_models
+    from engine.serve.settings import load_serve_config, read_token
+
+    root = tmp_path_factory.mktemp("drift")
+    vision = train_inprocess(root, "vision", "task=vision", "trainer.batch_size=256")
+    nlp = train_inprocess(root, "nlp", "task=nlp", "task.data.synthetic_size=1000")
+    log_dir = root / "predlog"
+    old = os.environ.get("LEPTON_SERVE_TOKEN")
+    os.environ["LEPTON_SERVE_TOKEN"] = TOKEN
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    overrides = [
+        "serve.app_name=drift",
+        "serve.replicas.num_cpus=0.25",
+        f"serve.log.dir={log_dir}",
+        "serve.log.flush_s=0.5",
+    ]
+    config = load_serve_config(overrides)
+    models = resolve_models([f"digits={vision}", f"tickets={nlp}"])
+    spec = app_spec(models, config.serve, read_token(config.serve))
+    serve.run(build_app(spec), name="drift", route_prefix="/", blocking=False)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_ready(url, headers=AUTH)
+        yield url, log_dir, {"digits": vision, "tickets": nlp}
+    finally:
+        serve.delete("drift")
+        serve.shutdown()
+        if old is None:
+            os.environ.pop("LEPTON_SERVE_TOKEN", None)
+        else:
+            os.environ["LEPTON_SERVE_TOKEN"] = old
+
+
+def _send(url: str, model: str, instances: list) -> None:
+    def ask(instance) -> None:
+        body = {"instances": [instance]}
+        answer = requests.post(
+            f"{url}/v1/models/{model}:predict", json=body, headers=AUTH, timeout=60
+        )
+        assert answer.status_code == 200, answer.text
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(ask, instances))
+
+
+def _logged(log_dir: Path, model: str, expected: int) -> None:
+    folder = log_dir / "predictions" / model / "1"
+    deadline = time.monotonic() + 60
+    count = 0
+    while time.monotonic() < deadline:
+        count = sum(1 for f in folder.glob("*.jsonl") for _ in f.open())
+        if count >= expected:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"{model}: {count} of {expected} records logged")
+
+
+def _monitor(log_dir: Path, run: Path, out: Path, *extra: str) -> tuple[int, dict]:
+    from engine.cli import main
+
+    code = main(["monitor", str(log_dir), "--reference", str(run), "-o", str(out), *extra])
+    return code, json.loads((out / "monitor.json").read_text())
+
+
+@pytest.mark.parametrize("model", ["digits", "tickets"])
+def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
+    url, log_dir, runs = served
+    run = runs[model]
+    base = _validation(run, N)
+    if model == "digits":
+        calm = [{"b64": _png_b64(x)} for x in base]
+        shifted = [{"b64": _png_b64(255 - np.asarray(x))} for x in base]
+        expected_features = {"brightness"}  # std(255 - x) == std(x)
+    else:
+        calm, shifted = base, _shuffled(base)
+        expected_features = {"unknown_rate"}  # the NLP task's summarize_input
+        assert [len(t) for t in shifted] == [len(t) for t in base]
+    _send(url, model, calm)
+    _logged(log_dir, model, N)
+    time.sleep(1.0)  # the boundary: every file of the first part is written before it
+    between = time.time()
+    time.sleep(1.0)
+
+    code, stats = _monitor(log_dir, run, tmp_path / "calm")
+    drift = stats["models"][model]["versions"]["1"]["drift"]
+    figures = {k: f["psi"] for k, f in {**drift["inputs"], **drift["outputs"]}.items()}
+    print(f"{model} validation inputs: exit {code}, PSI {figures}")
+    assert code == 0 and stats["alerts"] == [], stats["alerts"]
+    assert stats["reference"]["compared"] == [f"{model} v1"]  # the other model: another run
+    assert drift["count"] == N and stats["reference"]["available"]
+
+    _send(url, model, shifted)
+    _logged(log_dir, model, 2 * N)
+    from engine.serve.prediction_log import utc_iso
+
+    code, stats = _monitor(log_dir, run, tmp_path / "shifted", "--since", utc_iso(between))
+    drift = stats["models"][model]["versions"]["1"]["drift"]
+    figures = {k: f["psi"] for k, f in {**drift["inputs"], **drift["outputs"]}.items()}
+    print(f"{model} shifted inputs: exit {code}, PSI {figures}")
+    assert code == 1 and drift["count"] == N and stats["reference"]["cached"]
+    flagged = {a["feature"] for a in stats["alerts"] if a["model"] == model}
+    assert expected_features <= flagged, flagged
+    assert (tmp_path / "shifted" / "drift.png").stat().st_size > 0
