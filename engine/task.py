@@ -7,7 +7,8 @@ Where each method runs:
 
 ============================  ==========================================================
 ``check(cfg)``                driver, before Ray starts: refuse bad paths/columns early
-``build_data(cfg, seed=)``    every worker (and the driver for ``evaluate``)
+``build_data(cfg, seed=)``    every worker (and the driver for ``evaluate``); streaming:
+                              the driver of ``lepton train``, once
 ``build_model(cfg, art)``     every worker, and whoever loads a checkpoint
 ``training_step``             every worker, inside the engine's loop (autocast active)
 ``build_metrics``             every worker; torchmetrics sync across ranks on compute
@@ -16,6 +17,7 @@ Where each method runs:
 ``export_spec`` (optional)    the driver of ``lepton export``: what is exported
 ``exported_model`` (opt.)     wherever an export is loaded: wraps its runtime module
 ``summarize_input`` (opt.)    serving replicas (the prediction log's thread)
+``validation_inputs`` (opt.)  the driver of ``lepton monitor --reference``
 ============================  ==========================================================
 
 ``cfg`` is always the validated instance of the task's ``config_class`` (a dataclass
@@ -34,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.errors import ConfigError
+from engine.task_monitoring import SummarizesInputs, ValidationInputs
 
 if TYPE_CHECKING:
     import torch
@@ -44,14 +47,61 @@ if TYPE_CHECKING:
 class DataBundle:
     """What ``Task.build_data`` returns.
 
-    ``train`` and ``val`` are map-style torch datasets (the seam where Ray Data
-    streaming will plug in later). ``artifacts`` must be JSON-serialisable.
+    ``train`` and ``val`` are map-style torch datasets, built on every worker; a task
+    may instead return :class:`StreamingData` when its config streams.
+    ``artifacts`` must be JSON-serialisable.
     """
 
     train: Dataset[Any]
     val: Dataset[Any]
     artifacts: dict[str, Any] = field(default_factory=dict)
     collate_fn: Callable[[list[Any]], Any] | None = None
+
+
+@dataclass
+class StreamingData:
+    """What ``Task.build_data`` returns when its config says ``task.data.streaming=true``:
+    the data as Ray Data datasets, read and preprocessed on the cluster's CPUs instead
+    of held whole by every worker (docs/architecture.md, *Streaming with Ray Data*).
+
+    Built once, in the driver of ``lepton train`` (inside the Ray cluster), and handed
+    to Ray Train: ``train`` is split across the workers, ``val`` is read whole by rank 0.
+    ``train`` / ``val`` are ``ray.data.Dataset`` s whose rows are already preprocessed
+    (decoding and augmentation in ``map_batches``: it runs again each epoch, so random
+    augmentations differ per epoch). ``to_batch`` runs on the worker: it turns a batch
+    as ``iter_torch_batches`` gives it (a dict of tensors already on the worker's
+    device) into what ``training_step`` / ``validation_step`` take (normalisation on
+    the device belongs here); it must be picklable (a module-level function or an
+    object). ``train_rows`` / ``val_rows``: the row counts when known (else the engine
+    counts once); ``shuffle_buffer``: rows of each worker's local shuffle buffer
+    (``iter_torch_batches(local_shuffle_buffer_size=...)``; 0 for none).
+    """
+
+    train: Any
+    val: Any
+    to_batch: Callable[[dict[str, Any]], Any]
+    artifacts: dict[str, Any] = field(default_factory=dict)
+    train_rows: int | None = None
+    val_rows: int | None = None
+    shuffle_buffer: int = 0
+
+
+def wants_streaming(task_cfg: Any) -> bool:
+    """Whether a task config asks for streaming (``task.data.streaming=true``, the one
+    key every streaming task uses)."""
+    return bool(getattr(getattr(task_cfg, "data", None), "streaming", False))
+
+
+def without_streaming(task_cfg: Any) -> Any:
+    """``task_cfg`` with ``task.data.streaming`` off (a copy; ``task_cfg`` itself when it
+    does not stream): the map-style data of a streaming run, for the paths that do not
+    stream yet (``lepton evaluate``)."""
+    import dataclasses
+
+    is_dataclass = dataclasses.is_dataclass(task_cfg)  # (not a type guard here)
+    if not wants_streaming(task_cfg) or not is_dataclass:
+        return task_cfg
+    return dataclasses.replace(task_cfg, data=dataclasses.replace(task_cfg.data, streaming=False))
 
 
 @runtime_checkable
@@ -238,21 +288,6 @@ class WrapsExportedModel(Protocol):
     ) -> torch.nn.Module: ...
 
 
-@runtime_checkable
-class SummarizesInputs(Protocol):
-    """A task that describes one input for the prediction log (``serve.log``), beyond the
-    engine's defaults for its input kind (:mod:`engine.serve.input_summary`): e.g. the
-    share of unknown tokens under its vocabulary. Runs on the serving replicas, on the
-    log's thread (off the request path)."""
-
-    def summarize_input(
-        self, input: Any, artifacts: Mapping[str, Any]
-    ) -> dict[str, float | int | str | bool | None]:
-        """A flat dict of feature values for one predictor input (as ``predict`` takes
-        it); cheap, and never reading a file the input names."""
-        ...
-
-
 @dataclass(frozen=True)
 class TaskFeatures:
     """Which optional methods a task has: the one place the engine looks."""
@@ -265,6 +300,7 @@ class TaskFeatures:
     export_spec: bool = False
     exported_model: bool = False
     summarize_input: bool = False
+    validation_inputs: bool = False
 
     @classmethod
     def of(cls, task: object) -> TaskFeatures:
@@ -284,6 +320,7 @@ class TaskFeatures:
             export_spec=isinstance(task, ExportsModel),
             exported_model=isinstance(task, WrapsExportedModel),
             summarize_input=isinstance(task, SummarizesInputs),
+            validation_inputs=isinstance(task, ValidationInputs),
         )
 
 
@@ -341,7 +378,10 @@ class TaskInfo:
     def build_data(
         self, cfg: Any, *, seed: int, artifacts: Mapping[str, Any] | None = None
     ) -> DataBundle:
-        """The task's data; with ``artifacts``, encoded as a trained model saw its own."""
+        """The task's data, map-style (a streaming config is read map-style here: see
+        :func:`without_streaming`); with ``artifacts``, encoded as a trained model saw its
+        own."""
+        cfg = without_streaming(cfg)
         if artifacts is not None and self.features.data_from_artifacts:
             build: Any = self.task.build_data
             bundle: DataBundle = build(cfg, seed=seed, artifacts=artifacts)

@@ -48,6 +48,18 @@ def validate_epoch(
 
     The task updates ``metrics`` as it goes; computing and resetting them is the caller's.
     """
+    return validate_counted(task, model, loader, metrics, device, precision)[0]
+
+
+def validate_counted(
+    task: Any,
+    model: torch.nn.Module,
+    loader: Any,
+    metrics: Any,
+    device: torch.device,
+    precision: Any,
+) -> tuple[float, int]:
+    """:func:`validate_epoch`'s mean loss per sample, and the number of samples seen."""
     model.eval()
     total, count = 0.0, 0
     with torch.no_grad():
@@ -58,4 +70,4 @@ def validate_epoch(
             n = batch_size_of(batch)
             total += float(loss) * n
             count += n
-    return total / max(1, count)
+    return total / max(1, count), count

@@ -25,7 +25,7 @@ from engine.runs.layout import (
 )
 from engine.runs.lock import LOCK_FILE, hold_run
 from engine.runs.storage import Location, first_line
-from engine.task import TaskInfo
+from engine.task import TaskInfo, wants_streaming
 from engine.train.embedded import RAY_LOGS_DIR
 from engine.train.interrupts import Interrupt, InterruptGuard, fit_still_running, resume_command
 
@@ -128,6 +128,13 @@ def _train_in(
         from engine.train.inprocess import check_machine
 
         check_machine(cfg.scaling)
+        if wants_streaming(cfg.task):
+            from engine.train.streaming import refuse_streaming
+
+            raise refuse_streaming(
+                "with scaling=inprocess (no Ray)",
+                hint="Use scaling=local (Ray Train on this machine), or drop task.data.streaming.",
+            )
     run_dir.mkdir()
     (run_dir / CONFIG_FILE).write_text(config_yaml)
     started = time.time()
@@ -252,7 +259,13 @@ def _fit_on_ray(
         # An embedded cluster's workers share this process's disk and environment.
         if not cluster.embedded and (resources.hosts > 1 or not run_dir.is_local):
             check_nodes_reach_storage(run_dir)
-        trainer = build_trainer(cfg, spec, run_dir)
+        datasets = None
+        if wants_streaming(cfg.task):  # built once, here; the workers read their shards
+            from engine.train.streaming import build_streams, check_room_for_data
+
+            check_room_for_data(cfg.scaling, resources)
+            datasets, spec.streaming = build_streams(spec.info, cfg.task, cfg.seed)
+        trainer = build_trainer(cfg, spec, run_dir, datasets=datasets)
         with DriverProgress(run_dir, cfg.trainer.epochs, echo=echo):
             try:
                 clock.fit_started = time.time()

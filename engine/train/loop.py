@@ -35,10 +35,16 @@ from engine.runs.layout import append_metrics
 from engine.runs.lineage import build_lineage, check_trial, config_hash, git_state
 from engine.runs.storage import Location
 from engine.task import TaskInfo
-from engine.train.batches import batch_size_of, move_to_device, validate_epoch
+from engine.train.batches import (
+    batch_size_of,
+    move_to_device,
+    validate_counted,
+    validate_epoch,
+)
 from engine.train.prepare import Prepared, prepare, seed_everything, unwrap
 from engine.train.progress import ProgressWriter, format_row
 from engine.train.resume import restore
+from engine.train.streaming import StreamPlan
 from engine.train.timing import LoopTiming
 from engine.train.tracking import Tracker, make_tracker
 from engine.train.worker_context import (
@@ -100,6 +106,9 @@ class LoopSpec:
     #: looked up from ``cwd`` when the spec is made, i.e. once per run in the driver, so
     #: workers on other machines record the driver's project. Pass it to skip the lookup.
     git: dict[str, Any] | None = None
+    #: Streamed data (``task.data.streaming=true``): what the workers need besides the
+    #: datasets Ray Train hands them (engine.train.streaming); None for map-style data.
+    streaming: StreamPlan | None = None
 
     def __post_init__(self) -> None:
         check_trial(self.trial)
@@ -128,7 +137,7 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
     """Train per ``spec`` in the given context; returns the rows this worker produced."""
     cfg = spec.config
     timing = LoopTiming(spec.run_dir, ctx, spec.invocation)  # the worker's start
-    run = prepare(spec.info, cfg, ctx, cwd=spec.cwd)
+    run = prepare(spec.info, cfg, ctx, cwd=spec.cwd, stream=spec.streaming)
     start = restore(spec.run_dir, cfg.resume, ctx, run)
 
     for cb in spec.callbacks:
@@ -159,9 +168,9 @@ def run_loop(spec: LoopSpec, ctx: WorkerContext) -> list[dict[str, Any]]:
         trained = _train_epoch(spec, ctx, run, epoch, global_step, progress)
         global_step = trained.global_step
         validating = time.perf_counter()
-        val_loss, computed = _validate(run)
+        val_loss, val_count, computed = _validate(run)
         val_time = time.perf_counter() - validating
-        row = _epoch_row(ctx, run, epoch, trained, val_loss, computed)
+        row = _epoch_row(ctx, run, epoch, trained, val_loss, val_count, computed)
         row.update(timing.epoch_keys(trained.samples, trained.train_time, val_time))
         if start.resumed_from is not None and epoch == start.epoch:
             row["resumed_from"] = start.resumed_from
@@ -251,14 +260,15 @@ def _optimizer_step(run: Prepared, grad_clip_norm: float | None) -> None:
     run.scheduler.step()
 
 
-def _validate(run: Prepared) -> tuple[float, dict[str, float]]:
-    """This rank's validation loss, and the task's metrics computed across ranks."""
-    val_loss = validate_epoch(
+def _validate(run: Prepared) -> tuple[float, int, dict[str, float]]:
+    """This rank's validation loss and sample count, and the task's metrics computed
+    across ranks."""
+    val_loss, count = validate_counted(
         run.task, run.plain_model, run.val_loader, run.metrics, run.device, run.precision
     )
     computed = {f"val/{k}": float(v) for k, v in run.metrics.compute().items()}
     run.metrics.reset()
-    return val_loss, computed
+    return val_loss, count, computed
 
 
 def _epoch_row(
@@ -267,15 +277,27 @@ def _epoch_row(
     epoch: int,
     trained: _Trained,
     val_loss: float,
+    val_count: int,
     computed: dict[str, float],
 ) -> dict[str, Any]:
-    """The epoch's row; losses are averaged across ranks (every rank calls this)."""
+    """The epoch's row; losses are averaged across ranks (every rank calls this).
+
+    ``val_samples``: validation samples seen, summed over ranks. Streamed validation is
+    read by rank 0 alone, so its loss is the mean over samples (map-style shards are
+    within one sample of each other: the mean of the ranks' means, as it always was).
+    """
+    mean_count = ctx.all_reduce_mean(float(val_count))
+    if getattr(run.bundle, "streamed", False):  # engine.train.prepare.StreamedBundle
+        loss = ctx.all_reduce_mean(val_loss * val_count) / max(mean_count, 1e-12)
+    else:
+        loss = ctx.all_reduce_mean(val_loss)
     return {
         "epoch": epoch,
         "step": trained.global_step,
         "train/loss": ctx.all_reduce_mean(trained.loss_sum / max(1, trained.loss_count)),
-        "val/loss": ctx.all_reduce_mean(val_loss),
+        "val/loss": loss,
         **computed,
+        "val_samples": round(mean_count * ctx.world_size),
         "lr": run.optimizer.param_groups[0]["lr"],
         "samples_per_s": trained.samples * ctx.world_size / max(trained.train_time, 1e-9),
         "epoch_time_s": time.perf_counter() - trained.started,

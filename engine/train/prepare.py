@@ -21,6 +21,7 @@ from engine.config.schema import LeptonConfig
 from engine.task import TaskInfo
 from engine.train.optim import build_optimizer, build_scheduler
 from engine.train.precision import plan_precision
+from engine.train.streaming import StreamPlan, check_streaming_path, stream_loaders
 from engine.train.worker_context import WorkerContext
 
 
@@ -43,9 +44,11 @@ class Prepared:
     bundle: Any
     model: torch.nn.Module  #: as the context prepared it (DDP under Ray Train)
     plain_model: torch.nn.Module  #: the task's own module: checkpoints and digests
-    sampler: Any  #: the DistributedSampler when there are several ranks, else None
-    train_loader: DataLoader
-    val_loader: DataLoader
+    #: the DistributedSampler when there are several ranks, else None; streamed data:
+    #: the train loader (anything with ``set_epoch``)
+    sampler: Any
+    train_loader: Any  #: a DataLoader, or a StreamLoader for streamed data
+    val_loader: Any
     optimizer: Any
     scheduler: Any
     precision: Any
@@ -55,11 +58,17 @@ class Prepared:
 
 
 def prepare(
-    info: TaskInfo, cfg: LeptonConfig, ctx: WorkerContext, cwd: str | None = None
+    info: TaskInfo,
+    cfg: LeptonConfig,
+    ctx: WorkerContext,
+    cwd: str | None = None,
+    stream: StreamPlan | None = None,
 ) -> Prepared:
     """Seed, build the task's data, model and metrics, the loaders and the optimizer.
 
     ``cwd`` is the driver's working directory: relative data paths resolve from there.
+    ``stream``: the data is streamed (built in the driver; this rank reads its Ray Train
+    shards, :mod:`engine.train.streaming`) instead of built here.
     """
     task = info.task
     t, s = cfg.trainer, cfg.scaling
@@ -67,12 +76,13 @@ def prepare(
         os.chdir(cwd)
     torch.set_num_threads(max(1, int(s.cpus_per_worker)))
     seed_everything(cfg.seed)
-    device = ctx.device
 
+    check_streaming_path(cfg.task, stream)
+    if stream is not None:
+        return _prepare_streaming(task, cfg, ctx, stream)
     bundle = task.build_data(cfg.task, seed=cfg.seed)
     model = task.build_model(cfg.task, bundle.artifacts)
     model = ctx.prepare_model(model)
-    plain_model = unwrap(model)
 
     generator = torch.Generator().manual_seed(cfg.seed)
     if ctx.world_size > 1:
@@ -108,6 +118,41 @@ def prepare(
         num_workers=t.data_workers,
     )
 
+    return _finish(task, cfg, ctx, bundle, model, sampler, train_loader, val_loader)
+
+
+def _prepare_streaming(
+    task: Any, cfg: LeptonConfig, ctx: WorkerContext, stream: StreamPlan
+) -> Prepared:
+    """:func:`prepare` for streamed data: the model from the driver's artifacts, the
+    loaders over this rank's shards (the train loader stands in as the ``sampler``:
+    its ``set_epoch`` picks the epoch's local shuffle)."""
+    bundle = StreamedBundle(artifacts=stream.artifacts)
+    model = ctx.prepare_model(task.build_model(cfg.task, bundle.artifacts))
+    train_loader, val_loader = stream_loaders(stream, ctx, cfg.trainer.batch_size)
+    return _finish(task, cfg, ctx, bundle, model, train_loader, train_loader, val_loader)
+
+
+@dataclass
+class StreamedBundle:
+    """A streaming run's stand-in for the ``DataBundle``: what the loop reads of it."""
+
+    artifacts: dict[str, Any]
+    streamed: bool = True
+
+
+def _finish(
+    task: Any,
+    cfg: LeptonConfig,
+    ctx: WorkerContext,
+    bundle: Any,
+    model: torch.nn.Module,
+    sampler: Any,
+    train_loader: Any,
+    val_loader: Any,
+) -> Prepared:
+    """The optimizer, LR schedule, precision plan and metrics, once the loaders exist."""
+    t, device = cfg.trainer, ctx.device
     steps_per_epoch = max(1, len(train_loader) // t.grad_accum_steps)
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     scheduler = build_scheduler(
@@ -122,7 +167,7 @@ def prepare(
         task=task,
         bundle=bundle,
         model=model,
-        plain_model=plain_model,
+        plain_model=unwrap(model),
         sampler=sampler,
         train_loader=train_loader,
         val_loader=val_loader,

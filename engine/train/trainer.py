@@ -6,7 +6,7 @@ trial the same way, with its own ``run_dir`` (the trial's directory under the sw
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from engine.config.schema import LeptonConfig
@@ -24,6 +24,7 @@ def build_trainer(
     loop: Callable[[dict[str, Any]], None] = train_loop_per_worker,
     *,
     callbacks: Sequence[Any] = (),
+    datasets: Mapping[str, Any] | None = None,
 ) -> TorchTrainer:
     """A ``TorchTrainer`` that runs ``loop`` with ``spec`` on ``cfg.scaling`` workers.
 
@@ -40,7 +41,9 @@ def build_trainer(
     - failures: up to ``trainer.max_failures`` worker-group restarts, each resuming
       from the newest checkpoint;
     - Ray Train's own logs at WARNING and above;
-    - ``callbacks``: Ray Train ``UserCallback`` s (a sweep trial passes Tune's report bridge).
+    - ``callbacks``: Ray Train ``UserCallback`` s (a sweep trial passes Tune's report bridge);
+    - ``datasets``: streamed data (:mod:`engine.train.streaming`), Ray Data datasets by
+      name, with its ``DataConfig`` (train split across workers, validation not).
 
     ``spec`` reaches every worker as ``train_loop_config={"spec": spec}``. Nothing
     starts until the caller runs ``fit()`` inside a Ray cluster.
@@ -52,9 +55,15 @@ def build_trainer(
     resources = {"CPU": s.cpus_per_worker}
     if s.use_gpu:
         resources["GPU"] = s.gpus_per_worker
+    streamed: dict[str, Any] = {}
+    if datasets:
+        from engine.train.streaming import data_config
+
+        streamed = {"datasets": dict(datasets), "dataset_config": data_config()}
     return TorchTrainer(
         loop,
         train_loop_config={"spec": spec},
+        **streamed,
         torch_config=TorchConfig(
             backend="nccl" if s.use_gpu else "gloo", timeout_s=t.collective_timeout_s
         ),

@@ -54,6 +54,11 @@ class WorkerContext:
     def all_reduce_mean(self, value: float) -> float:
         return value
 
+    def dataset_shard(self, name: str) -> Any:
+        """This rank's ``DataIterator`` of the dataset ``name`` given to Ray Train
+        (streamed data: :mod:`engine.train.streaming`); none outside Ray Train."""
+        raise NotImplementedError("streamed datasets are read only on Ray Train workers")
+
     def all_gather_object(self, obj: Any) -> list[Any]:
         return [obj]
 
@@ -156,6 +161,11 @@ class RayContext(WorkerContext):
 
         with checkpoint_as_dir(ray.train.get_checkpoint()) as path:
             yield path
+
+    def dataset_shard(self, name: str) -> Any:
+        import ray.train
+
+        return ray.train.get_dataset_shard(name)
 
     def all_reduce_mean(self, value: float) -> float:
         import torch.distributed as dist

@@ -22,6 +22,8 @@ class VisionDataConfig:
     path: str | None = None
     val_fraction: float = 0.2
     image_size: int | None = None
+    #: Stream through Ray Data (lepton_vision.streaming): image folders only.
+    streaming: bool = False
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
@@ -31,6 +33,11 @@ class VisionDataConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"task.data.val_fraction={self.val_fraction} must be between 0 and 1")
+        if self.streaming and self.format != "imagefolder":
+            raise ValueError(
+                f"task.data.streaming=true reads image folders; task.data.format={self.format} "
+                "is loaded whole (set task.data.format=imagefolder, or drop streaming)"
+            )
         if self.image_size is not None and self.image_size < 4:
             raise ValueError(f"task.data.image_size={self.image_size} must be at least 4")
 

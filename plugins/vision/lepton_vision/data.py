@@ -50,12 +50,18 @@ def to_model_input(image: torch.Tensor, mean: list[float], std: list[float]) -> 
     return (x - m) / s
 
 
-def load_image_file(path: Path, channels: int, size: int) -> torch.Tensor:
+def load_image_file(
+    path: Path, channels: int, size: int, data: bytes | None = None
+) -> torch.Tensor:
+    """An image as a uint8 ``C×H×W`` tensor; from ``data`` (its bytes, already read)
+    when given, else from ``path``. Errors name ``path``."""
+    import io
+
     from PIL import Image, UnidentifiedImageError
     from torchvision.transforms.functional import pil_to_tensor
 
     try:
-        with Image.open(path) as img:
+        with Image.open(path if data is None else io.BytesIO(data)) as img:
             img = img.convert("L" if channels == 1 else "RGB")
             if img.size != (size, size):
                 img = img.resize((size, size), Image.BILINEAR)
@@ -84,16 +90,22 @@ class BatchAugment:
     def active(self) -> bool:
         return bool(self.shift or self.hflip or self.rotation)
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+    def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
+        """Augment ``x``; random draws from ``generator`` (default: torch's global one)."""
         import torch.nn.functional as F
 
+        g = generator
         n, _, h, w = x.shape
-        angle = (torch.rand(n) * 2 - 1) * self.rotation * (torch.pi / 180)
+        angle = (torch.rand(n, generator=g) * 2 - 1) * self.rotation * (torch.pi / 180)
         cos, sin = torch.cos(angle), torch.sin(angle)
-        flip = torch.where(torch.rand(n) < 0.5, -1.0, 1.0) if self.hflip else torch.ones(n)
+        flip = (
+            torch.where(torch.rand(n, generator=g) < 0.5, -1.0, 1.0)
+            if self.hflip
+            else torch.ones(n)
+        )
         # Whole-pixel shifts in normalised coordinates (a pixel is 2/W wide).
-        dx = torch.randint(-self.shift, self.shift + 1, (n,)).float() * (2.0 / w)
-        dy = torch.randint(-self.shift, self.shift + 1, (n,)).float() * (2.0 / h)
+        dx = torch.randint(-self.shift, self.shift + 1, (n,), generator=g).float() * (2.0 / w)
+        dy = torch.randint(-self.shift, self.shift + 1, (n,), generator=g).float() * (2.0 / h)
         theta = torch.stack(
             [
                 torch.stack([cos * flip, -sin, dx], dim=1),

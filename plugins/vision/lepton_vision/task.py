@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import DataError
-from engine.task import DataBundle
+from engine.task import DataBundle, StreamingData
 from lepton_vision.config import VisionConfig
 
 if TYPE_CHECKING:  # torch is imported where it is used: `lepton plugins` stays fast
@@ -52,7 +52,11 @@ class VisionTask:
 
     def build_data(
         self, cfg: VisionConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
-    ) -> DataBundle:
+    ) -> DataBundle | StreamingData:
+        if cfg.data.streaming:  # the driver of `lepton train`, with Ray up
+            from lepton_vision.streaming import build_streaming
+
+            return build_streaming(cfg, seed=seed, artifacts=artifacts)
         from lepton_vision.data import ImageDataset, build_augment, channel_stats, load_images
 
         loaded = load_images(cfg.data, seed)
@@ -91,6 +95,28 @@ class VisionTask:
         for file in sorted(path.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 yield str(file.relative_to(path)), file
+
+    def validation_inputs(
+        self, cfg: VisionConfig, artifacts: Mapping[str, Any], *, seed: int, limit: int
+    ) -> Iterator[tuple[Any, str]]:
+        """The validation split's images as a request sends them (nested uint8 lists
+        H×W[×C] for in-memory data, base64 files for an image folder) with their class
+        names: ``lepton monitor --reference``'s data."""
+        import base64
+
+        from lepton_vision.data import load_images
+
+        val = load_images(cfg.data, seed).val
+        names = list(artifacts["class_names"])
+        for i in range(min(limit, len(val.labels))):
+            image = val.images[i]
+            if isinstance(image, Path):
+                item: Any = base64.b64encode(image.read_bytes()).decode("ascii")
+            elif image.shape[0] == 1:
+                item = image[0].tolist()
+            else:
+                item = image.permute(1, 2, 0).tolist()
+            yield item, names[val.labels[i]]
 
     def evaluation_extras(
         self,
