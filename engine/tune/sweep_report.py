@@ -40,14 +40,21 @@ def cost_lines(cost: dict[str, Any] | None) -> list[str]:
         )
     ]
     if saved.get("trial_epochs"):
-        money = saved.get("money")
         lines.append(
             f"Early stopping saved about {saved['trial_epochs']} trial-epochs "
-            f"({saved['trials_stopped']} trial(s) stopped), {_g(saved['cpu_h'])} CPU-h"
-            + (f" + {_g(saved['gpu_h'])} GPU-h" if saved.get("gpu_h") else "")
-            + (f", {_g(money)} {total.get('currency') or ''}".rstrip() if money is not None else "")
+            f"({saved['trials_stopped']} trial(s) stopped), {_saved(saved, total)}"
         )
     return lines
+
+
+def _saved(saved: dict[str, Any], total: dict[str, Any]) -> str:
+    """``0.0123 CPU-h[, 0.004 GPU-h][, 0.05 USD]``: what early stopping saved."""
+    parts = [f"{_g(saved['cpu_h'])} CPU-h"]
+    if saved.get("gpu_h"):
+        parts.append(f"{_g(saved['gpu_h'])} GPU-h")
+    if saved.get("money") is not None:
+        parts.append(f"{_g(saved['money'])} {total.get('currency') or ''}".rstrip())
+    return ", ".join(parts)
 
 
 def _cost_section(cost: dict[str, Any] | None) -> list[str]:
@@ -87,13 +94,10 @@ def _cost_section(cost: dict[str, Any] | None) -> list[str]:
         lines.append(f"| GPU-hours | {_g(total['gpu_h_reserved'])} reserved by the trials |")
     lines.append(_money_line(total))
     if saved.get("trial_epochs"):
-        money = saved.get("money")
         lines.append(
             f"| Saved by early stopping | about {saved['trial_epochs']} trial-epochs of "
-            f"{saved['trials_stopped']} stopped trial(s): {_g(saved['cpu_h'])} CPU-h"
-            + (f", {_g(saved['gpu_h'])} GPU-h" if saved.get("gpu_h") else "")
-            + (f", {_g(money)} {total.get('currency') or ''}".rstrip() if money is not None else "")
-            + " (each at its own mean time per epoch) |"
+            f"{saved['trials_stopped']} stopped trial(s): {_saved(saved, total)} "
+            "(each at its own mean time per epoch) |"
         )
     return [*lines, ""]
 
