@@ -61,6 +61,7 @@ EPILOG = """examples:
                                                    int8 ONNX + task.json; size/metric/latency table
   lepton monitor logs/ --since 1d                  volume, latency, live accuracy from serve.log.dir
   lepton monitor logs/ --reference runs/<run>      + drift vs its validation split (1: alert)
+  lepton monitor export logs/ -o fb/               labelled inputs as training data (task.data.extra)
   lepton plugin new churn                          a new task plugin in ./lepton-churn
 """
 

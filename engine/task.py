@@ -18,6 +18,7 @@ Where each method runs:
 ``exported_model`` (opt.)     wherever an export is loaded: wraps its runtime module
 ``summarize_input`` (opt.)    serving replicas (the prediction log's thread)
 ``validation_inputs`` (opt.)  the driver of ``lepton monitor --reference``
+``write_training_data`` (o.)  the driver of ``lepton monitor export``
 ============================  ==========================================================
 
 ``cfg`` is always the validated instance of the task's ``config_class`` (a dataclass
@@ -36,7 +37,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.errors import ConfigError
-from engine.task_monitoring import SummarizesInputs, ValidationInputs
+from engine.task_monitoring import SummarizesInputs, ValidationInputs, WritesTrainingData
 
 if TYPE_CHECKING:
     import torch
@@ -301,6 +302,7 @@ class TaskFeatures:
     exported_model: bool = False
     summarize_input: bool = False
     validation_inputs: bool = False
+    write_training_data: bool = False
 
     @classmethod
     def of(cls, task: object) -> TaskFeatures:
@@ -321,6 +323,7 @@ class TaskFeatures:
             exported_model=isinstance(task, WrapsExportedModel),
             summarize_input=isinstance(task, SummarizesInputs),
             validation_inputs=isinstance(task, ValidationInputs),
+            write_training_data=isinstance(task, WritesTrainingData),
         )
 
 

@@ -29,6 +29,9 @@ Each contract point below is a separate check; the first one that fails raises a
 ``summarize_input``   (when the task has it) a flat dict for every example input
 ``validation_inputs``  (when the task has it) up to ``limit`` JSON-ready ``(input, label)``
                 pairs that ``predict`` takes
+``write_training_data``  (when the task has it, with ``validation_inputs``) labelled
+                validation inputs written, then read back by ``task.data.extra``, add
+                exactly the rows written to the training split, none to validation
 ``checkpoint``  ``save_checkpoint`` then ``load_model`` predicts exactly as before
 
 Overrides should make the data tiny: the kit is meant to run in seconds (on one CPU
@@ -490,6 +493,8 @@ def _check_serving(
             _check_summaries(info, examples, bundle.artifacts)
         if info.features.validation_inputs:
             _check_validation_inputs(info, cfg, bundle.artifacts, predictor)
+            if info.features.write_training_data:
+                _check_training_data(info, cfg, bundle, tmp_path / "contract-training-data")
 
     with _timed(seconds, "checkpoint"):
         path = tmp_path / "contract-checkpoint"
@@ -601,6 +606,80 @@ def _check_validation_inputs(
             "validation_inputs",
             f"predict() on {len(inputs)} validation inputs returned {_short(answers)}",
             "yield inputs in the predictor's input format (what a request's inputs hold)",
+        )
+
+
+def _check_training_data(
+    info: TaskInfo, cfg: LeptonConfig, bundle: DataBundle, directory: Path
+) -> None:
+    """The optional ``write_training_data`` (``lepton monitor export``): validation inputs
+    with their labels, written and read back through ``task.data.extra``, add exactly the
+    rows it says it wrote to the training split and nothing to validation."""
+    import copy
+
+    from engine.task_monitoring import LabelledInput, TrainingDataWritten
+
+    point = "write_training_data"
+    pairs = list(
+        itertools.islice(
+            info.task.validation_inputs(  # type: ignore[attr-defined]
+                cfg.task, bundle.artifacts, seed=cfg.seed, limit=3
+            ),
+            3,
+        )
+    )
+    examples = [
+        LabelledInput(f"contract-{i}", x, y, ts=1.0e9 + i) for i, (x, y) in enumerate(pairs)
+    ]
+    directory.mkdir(parents=True, exist_ok=True)
+    written = _guard(
+        point,
+        "write_training_data raised on validation inputs",
+        info.task.write_training_data,  # type: ignore[attr-defined]
+        cfg.task,
+        bundle.artifacts,
+        examples,
+        directory,
+    )
+    if not isinstance(written, TrainingDataWritten):
+        raise ContractError(
+            point,
+            f"write_training_data returned {_short(written)}",
+            "return engine.task_monitoring.TrainingDataWritten(extra=<path>, rows=n)",
+        )
+    inside = Path(written.extra).resolve().is_relative_to(directory.resolve())
+    counted = written.rows + sum(written.skipped.values()) == len(examples)
+    if not inside or not counted or written.rows < 1:
+        raise ContractError(
+            point,
+            f"on {len(examples)} labelled validation inputs it returned {_short(written)}",
+            "write under `directory`, return its path as `extra`, and count every example "
+            "as written (rows) or skipped (by reason)",
+        )
+    data = getattr(cfg.task, "data", None)
+    if data is None or not hasattr(data, "extra"):
+        raise ContractError(
+            point,
+            "the task writes training data but its config has no task.data.extra to read it",
+            "add `extra: str | None = None` to the data config and add its rows to the "
+            "training split in build_data",
+        )
+    task_cfg = copy.deepcopy(cfg.task)
+    task_cfg.data.extra = written.extra
+    more = _guard(
+        point,
+        "build_data with task.data.extra raised",
+        info.task.build_data,
+        task_cfg,
+        seed=cfg.seed,
+    )
+    grew = (_length(more.train) or 0) - (_length(bundle.train) or 0)
+    if grew != written.rows or _length(more.val) != _length(bundle.val):
+        raise ContractError(
+            point,
+            f"with task.data.extra the training split grew by {grew} (wrote {written.rows}) "
+            f"and validation went from {_length(bundle.val)} to {_length(more.val)}",
+            "add every written row to the training split, and none to validation",
         )
 
 

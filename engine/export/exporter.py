@@ -26,6 +26,7 @@ from engine.export.deps import NEEDS, require
 from engine.export.measure import LATENCY_BATCHES, files_size, latency_ms, torch_threads
 from engine.export.spec import CHECK_BATCH, batch_of, first_batch, spec_for
 from engine.runs.storage import Location
+from engine.task_monitoring import without_extra
 
 FORMATS = ("onnx", "torch-export", "safetensors")
 QUANTIZE = ("int8",)
@@ -97,7 +98,7 @@ def export(req: ExportRequest) -> dict[str, Any]:
             f"{already.get('precision')}).",
             hint="Export the run or checkpoint it came from.",
         )
-    info, cfg, artifacts = loaded.info, loaded.task_config, loaded.artifacts
+    info, cfg, artifacts = loaded.info, without_extra(loaded.task_config), loaded.artifacts
     info.task.check(cfg)  # the run's data is still there (it is evaluated and calibrated on)
     torch.manual_seed(0)
     bundle = build_eval_data(loaded, cfg, new_data=False)
@@ -247,7 +248,7 @@ def _trade(
     the PyTorch model (before) and of the export (after)."""
     from engine.inference.evaluate import validation_metrics
 
-    info, cfg, artifacts = loaded.info, loaded.task_config, loaded.artifacts
+    info, cfg, artifacts = loaded.info, without_extra(loaded.task_config), loaded.artifacts
     metric, mode = info.metric(cfg)
     sides: dict[str, dict[str, Any]] = {}
     for side, net in (("before", loaded.model), ("after", model)):

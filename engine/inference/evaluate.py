@@ -23,6 +23,7 @@ from engine.runs.lineage import describe, lineage_of
 from engine.runs.outputs import check_output_path
 from engine.runs.storage import Location
 from engine.runs.sweep_dir import is_sweep_dir
+from engine.task_monitoring import without_extra
 
 
 def apply_task_overrides(loaded: LoadedModel, overrides: list[str]) -> Any:
@@ -102,7 +103,7 @@ def evaluate(
         target = Location.parse(output)
     loaded = load_model(checkpoint)
     task = loaded.info.task
-    task_cfg = apply_task_overrides(loaded, overrides)
+    task_cfg = without_extra(apply_task_overrides(loaded, overrides))
     task.check(task_cfg)
     started = time.perf_counter()
     bundle = build_eval_data(loaded, task_cfg, new_data=bool(overrides))

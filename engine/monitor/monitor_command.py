@@ -12,6 +12,7 @@ import re
 import time
 from typing import Any
 
+from engine.errors import ConfigError
 from engine.monitor.drift import DEFAULT_MIN_COUNT, DriftSettings
 from engine.monitor.psi import DEFAULT_THRESHOLD
 from engine.monitor.reference import DEFAULT_LIMIT
@@ -52,7 +53,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         description="Read a prediction log (serve.log.dir of lepton serve, local or s3://) and "
         "its feedback; write monitor.json, report.md and PNGs.",
     )
-    parser.add_argument("log_dir", metavar="LOG_DIR", help="the serve.log.dir of a service")
+    parser.add_argument(
+        "log_dir",
+        metavar="[export] LOG_DIR",
+        help="the serve.log.dir of a service; `lepton monitor export LOG_DIR -o DIR` writes "
+        "the inputs that have feedback as the task's training data (task.data.extra=...)",
+    )
+    parser.add_argument("export_log_dir", nargs="?", help=argparse.SUPPRESS)
     parser.add_argument(
         "--since",
         type=since_time,
@@ -102,6 +109,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="N",
         help=f"validation inputs in the reference, at most (default {DEFAULT_LIMIT})",
     )
+    parser.add_argument(
+        "--watch",
+        type=float,
+        nargs="?",
+        const=10.0,
+        metavar="SECONDS",
+        help="refresh the summary in the terminal every SECONDS (default 10) until Ctrl-C",
+    )
+    export = parser.add_argument_group(
+        "export", "lepton monitor export LOG_DIR -o DIR: the feedback loop's training data"
+    )
+    export.add_argument("--model", metavar="NAME", help="the served model to export")
+    export.add_argument("--version", metavar="V", help="only predictions of this version")
+    export.add_argument("--force", action="store_true", help="replace a non-empty -o DIR")
     parser.epilog = (
         "exit status: 0 no alert; 1 a drift alert fired (see monitor.json alerts); "
         "2 bad input (no log there, a reference that is not a run)"
@@ -110,10 +131,43 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.log_dir == "export" and args.export_log_dir is not None:
+        from engine.monitor.export_command import run_export
+
+        return run_export(args)
+    if args.export_log_dir is not None:
+        raise ConfigError(
+            f"lepton monitor takes one LOG_DIR (got {args.log_dir} and {args.export_log_dir}).",
+            hint="Read one log at a time, or `lepton monitor export LOG_DIR -o DIR`.",
+        )
+    if args.watch is not None:
+        from engine.monitor.watch import watch
+
+        return watch(args, look, lambda stats: summary_lines(stats) + drift_lines(stats))
+    return report_once(args)
+
+
+def report_once(args: argparse.Namespace) -> int:
+    """Read the log, write the outputs, print the summary: the exit status of one look."""
     import json
 
-    from engine.monitor.logs import read_log
     from engine.monitor.report import write_outputs
+
+    stats, out = look(args)
+    written = write_outputs(stats, out)
+    code = 1 if stats["alerts"] else 0
+    if args.json:
+        print(json.dumps(stats, indent=2))
+        return code
+    for line in summary_lines(stats) + drift_lines(stats):
+        print(line)
+    print(f"wrote {', '.join(w.name for w in written)} to {out}")
+    return code
+
+
+def look(args: argparse.Namespace) -> tuple[dict[str, Any], Any]:
+    """monitor.json's numbers now, and where the outputs go (a Location)."""
+    from engine.monitor.logs import read_log
     from engine.monitor.stats import monitor_stats
     from engine.runs.storage import Location
 
@@ -128,15 +182,7 @@ def run(args: argparse.Namespace) -> int:
         reference = load_reference(args.reference, limit=settings.limit)
         add_drift(stats, log.predictions, reference, settings)
     out = Location.parse(args.output) if args.output else log.root / "monitor"
-    written = write_outputs(stats, out)
-    code = 1 if stats["alerts"] else 0
-    if args.json:
-        print(json.dumps(stats, indent=2))
-        return code
-    for line in summary_lines(stats) + drift_lines(stats):
-        print(line)
-    print(f"wrote {', '.join(w.name for w in written)} to {out}")
-    return code
+    return stats, out
 
 
 def drift_lines(stats: dict[str, Any]) -> list[str]:

@@ -52,6 +52,11 @@ class NLPDataConfig:
     #: Label cells reading NaN, nan, NA, N/A, null or None (any case) are missing labels
     #: (their rows dropped and counted, like empty cells); true keeps them as a class.
     keep_na_labels: bool = False
+    #: More labelled rows for the training split only (never validation): a CSV/TSV,
+    #: JSONL or Parquet file (format from its suffix, whatever ``format`` is) or a
+    #: directory of such files, with the same text/label columns; e.g. what
+    #: ``lepton monitor export`` wrote from served inputs and their feedback.
+    extra: str | None = None
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
@@ -59,6 +64,17 @@ class NLPDataConfig:
                 f"task.data.format={self.format!r} is not an NLP format; allowed: {', '.join(FORMATS)}"
             )
         self.path, self.train, self.val = map(_absolute, (self.path, self.train, self.val))
+        self.extra = _absolute(self.extra)
+        if self.extra and os.path.isfile(self.extra):
+            # Only a file that is there: a checkpoint's config must still load where the
+            # extra data is gone (check() and the readers say what is missing).
+            suffix = os.path.splitext(self.extra)[1].lower()
+            if suffix not in SUFFIX_FORMATS:
+                raise ValueError(
+                    f"task.data.extra={self.extra} has suffix {suffix or '(none)'}, which is "
+                    f"not a data format; give a {', '.join(SUFFIX_FORMATS)} file or a "
+                    "directory of such files"
+                )
         if self.format == "synthetic" and (self.path or self.train or self.val):
             given = self.path or self.train or ""
             guess = SUFFIX_FORMATS.get(

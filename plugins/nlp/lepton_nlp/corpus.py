@@ -15,11 +15,12 @@ import random
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, clip, clip_repr
 from lepton_nlp.config import NLPDataConfig
-from lepton_nlp.readers import Columns, RawTable, read_source
+from lepton_nlp.readers import Columns, RawTable, read_files, read_source
 
 SYNTHETIC_SOURCE = "the embedded demo tickets (task.data.format=synthetic)"
 #: Label cells that mean "no value" (compared stripped and lower-cased).
@@ -202,13 +203,16 @@ def load_corpus(
     label_names: Sequence[str] | None = None,
     *,
     all_for_val: bool = False,
+    with_extra: bool = True,
 ) -> Corpus:
     """Read, clean, split and check the configured data (deterministic for ``seed``).
 
     ``label_names`` fixes the classes (a trained model's): every label in the data must
     be one of them. Without it, the classes are the training labels (at least two).
     ``all_for_val`` makes a single source the validation set whole (no split, no
-    training rows): scoring a trained model on new data.
+    training rows): scoring a trained model on new data. ``task.data.extra`` rows join
+    the training split only (unless ``with_extra`` is false: the validation split alone
+    is wanted), and only with labels among the classes.
     """
     train_table, val_table, cols = _read(cfg)
     train, train_counts = clean(train_table, cols, cfg.keep_na_labels)
@@ -239,6 +243,12 @@ def load_corpus(
     if cfg.max_train_samples is not None and cfg.max_train_samples < len(train):
         train = stratified_subset(train, cfg.max_train_samples, seed)
         report["max_train_samples"] = cfg.max_train_samples
+    if cfg.extra and with_extra:
+        # After the split and the max_train_samples subset (extra rows are all kept, and
+        # never validated on), before the tokenizer is fitted: a vocabulary is built from
+        # the training texts, extra rows included.
+        added, report["extra"] = _extra(cfg, classes, known)
+        train = Examples(train.texts + added.texts, train.labels + added.labels)
     report["train_size"], report["val_size"] = len(train), len(val)
     return Corpus(train, val, classes, report)
 
@@ -263,8 +273,42 @@ def _classes(table: RawTable, train: Examples, counts: dict[str, Any], cols: Col
     return classes
 
 
+def _extra(cfg: NLPDataConfig, classes: list[str], known: str) -> tuple[Examples, dict[str, Any]]:
+    """The cleaned rows of ``task.data.extra`` (every file of it) and their counts."""
+    assert cfg.extra is not None
+    cols = Columns(cfg.text_column, cfg.label_column, "task.data.extra")
+    added = Examples([], [])
+    totals: dict[str, Any] = {
+        "source": cfg.extra,
+        "text_column": cols.text,
+        "label_column": cols.label,
+        "files": 0,
+        "na_values": {},
+    }
+    fix = (
+        "task.data.extra adds rows, not classes: relabel or drop those rows, or add the "
+        "class to the training data itself."
+    )
+    for table in read_files(Path(cfg.extra), cols):
+        examples, counts = clean(table, cols, cfg.keep_na_labels)
+        _check_known(table.source, cols, examples.labels, classes, known, fix)
+        added.texts += examples.texts
+        added.labels += examples.labels
+        totals["files"] += 1
+        for key in ("rows", "kept", "empty_text", "missing_label", "na_label"):
+            totals[key] = totals.get(key, 0) + counts[key]
+        for cell, n in counts["na_values"].items():
+            totals["na_values"][cell] = totals["na_values"].get(cell, 0) + n
+    return added, totals
+
+
 def _check_known(
-    source: str, cols: Columns, labels: list[str], classes: list[str], known: str
+    source: str,
+    cols: Columns,
+    labels: list[str],
+    classes: list[str],
+    known: str,
+    fix: str = "",
 ) -> None:
     unseen = sorted(set(labels) - set(classes), key=_natural_key)
     if unseen:
@@ -273,7 +317,8 @@ def _check_known(
         known_list = ", ".join(clip(c, 60) for c in classes[:20])
         raise DataError(
             f"{source}: label column {cols.label!r} has labels not among {known}: {clip(shown)}.",
-            hint=f"Known labels: {clip(known_list)}{' ...' if len(classes) > 20 else ''}.",
+            hint=f"Known labels: {clip(known_list)}{' ...' if len(classes) > 20 else ''}."
+            + (f" {fix}" if fix else ""),
         )
 
 
@@ -282,6 +327,8 @@ def report_lines(corpus: Corpus) -> list[str]:
     lines = [describe(corpus.report["train"])]
     if "val" in corpus.report:
         lines.append(describe(corpus.report["val"]))
+    if "extra" in corpus.report:
+        lines.append(f"training only (task.data.extra): {describe(corpus.report['extra'])}")
     lines.append(
         f"{len(corpus.train)} train / {len(corpus.val)} val rows, {len(corpus.label_names)} "
         f"classes: {clip(', '.join(clip(n, 60) for n in corpus.label_names[:10]))}"

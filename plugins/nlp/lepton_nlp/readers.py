@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.errors import DataError, clip, clip_repr
+from lepton_nlp.config import SUFFIX_FORMATS
 
 
 @dataclass
@@ -212,6 +213,42 @@ def read_source(fmt: str, path: str, cols: Columns) -> dict[str, RawTable]:
     if fmt == "hf_disk":
         return read_hf_disk(p, cols)
     return {"train": READERS[fmt](p, cols)}
+
+
+def data_files(path: Path, key: str) -> list[Path]:
+    """The files ``key`` names: the file itself, or the CSV/TSV/JSONL/Parquet files of a
+    directory (sorted by name, not recursing; other files, e.g. a manifest, ignored)."""
+    known = ", ".join(SUFFIX_FORMATS)
+    if not path.exists():
+        raise DataError(
+            f"{key}={path} does not exist.",
+            hint=f"Point {key} at a {known} file or a directory of them (what `lepton monitor "
+            f"export` wrote), or set {key}=null.",
+        )
+    if not path.is_dir():
+        if path.suffix.lower() not in SUFFIX_FORMATS:
+            raise DataError(
+                f"Cannot tell how to read {path} ({key}): suffix {path.suffix or '(none)'}.",
+                hint=f"Use a {known} file, or a directory of them.",
+            )
+        return [path]
+    files = sorted(
+        p
+        for p in path.iterdir()
+        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in SUFFIX_FORMATS
+    )
+    if not files:
+        found = column_list(sorted(p.name for p in path.iterdir())[:20])
+        raise DataError(
+            f"Directory {path} ({key}) holds no {known} file (found: {found}).",
+            hint=f"Point {key} at a data file, or at a directory holding some.",
+        )
+    return files
+
+
+def read_files(path: Path, cols: Columns) -> list[RawTable]:
+    """One table per file of :func:`data_files`, each read by its suffix's reader."""
+    return [READERS[SUFFIX_FORMATS[p.suffix.lower()]](p, cols) for p in data_files(path, cols.key)]
 
 
 # -- inputs for prediction (``lepton predict``) -------------------------------------

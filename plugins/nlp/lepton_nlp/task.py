@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.task import DataBundle, ExportSpec
+from engine.task_monitoring import LabelledInput, TrainingDataWritten
 from lepton_nlp.config import NLPConfig
 
 if TYPE_CHECKING:  # torch is imported where it is used: `lepton plugins` stays fast
@@ -87,7 +88,10 @@ class NLPTask:
     def check(self, cfg: NLPConfig) -> None:
         from lepton_nlp.corpus import load_corpus, report_lines
         from lepton_nlp.pretrained import require_transformers
+        from lepton_nlp.readers import data_files
 
+        if cfg.data.extra:  # a missing or unreadable extra path, before anything is loaded
+            data_files(Path(cfg.data.extra), "task.data.extra")
         if _needs_hf(cfg):
             require_transformers()
             _model_dir(cfg)
@@ -149,8 +153,22 @@ class NLPTask:
             seed=seed,
             label_names=list(artifacts["label_names"]),
             all_for_val=_is_new_source(cfg, artifacts),
+            with_extra=False,
         )
         yield from list(zip(corpus.val.texts, corpus.val.labels, strict=True))[:limit]
+
+    def write_training_data(
+        self,
+        cfg: NLPConfig,
+        artifacts: Mapping[str, Any],
+        examples: Sequence[LabelledInput],
+        directory: Path,
+    ) -> TrainingDataWritten:
+        """``lepton monitor export``: the labelled served texts as ``feedback.jsonl`` in
+        ``directory``, which ``task.data.extra=<its path>`` adds to the training split."""
+        from lepton_nlp.feedback_data import write_feedback_jsonl
+
+        return write_feedback_jsonl(cfg.data, artifacts, examples, Path(directory))
 
     def _fit(self, cfg: NLPConfig, corpus: Corpus) -> tuple[Any, dict[str, Any]]:
         """A tokenizer for ``cfg`` (built from the training texts) and the artifacts to save."""

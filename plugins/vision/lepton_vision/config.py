@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 FORMATS = ("digits", "imagefolder", "cifar10")
@@ -24,9 +25,19 @@ class VisionDataConfig:
     image_size: int | None = None
     #: Stream through Ray Data (lepton_vision.streaming): image folders only.
     streaming: bool = False
+    #: More training images: a folder with one subfolder per class (what `lepton monitor
+    #: export` writes), added to the training split only; resized to the data's size.
+    extra: str | None = None
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
     def __post_init__(self) -> None:
+        if self.extra:  # absolute from where the command runs: Ray workers start elsewhere
+            self.extra = os.path.abspath(os.path.expanduser(self.extra))
+        if self.streaming and self.extra:
+            raise ValueError(
+                "task.data.extra is read by the in-memory loader; with task.data.streaming=true "
+                "copy its class folders into the streamed image folder's train/ instead"
+            )
         if self.format not in FORMATS:
             raise ValueError(
                 f"task.data.format={self.format!r} is not a vision format; allowed: {', '.join(FORMATS)}"

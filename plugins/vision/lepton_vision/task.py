@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +13,7 @@ from lepton_vision.config import VisionConfig
 if TYPE_CHECKING:  # torch is imported where it is used: `lepton plugins` stays fast
     import torch
 
+    from engine.task_monitoring import LabelledInput, TrainingDataWritten
     from lepton_vision.predictor import VisionPredictor
 
 
@@ -30,6 +31,12 @@ class VisionTask:
 
     def check(self, cfg: VisionConfig) -> None:
         data = cfg.data
+        if data.extra and not Path(data.extra).is_dir():
+            raise DataError(
+                f"task.data.extra={data.extra} is not a folder.",
+                hint="Point it at an image folder with one subfolder per class (the images/ "
+                "folder of `lepton monitor export`), or drop task.data.extra.",
+            )
         if data.format == "digits":
             return
         if not data.path:
@@ -60,6 +67,10 @@ class VisionTask:
         from lepton_vision.data import ImageDataset, build_augment, channel_stats, load_images
 
         loaded = load_images(cfg.data, seed)
+        if cfg.data.extra:
+            from lepton_vision.feedback_data import add_extra
+
+            loaded = add_extra(loaded, Path(cfg.data.extra))
         if artifacts is None:
             mean, std = channel_stats(loaded.train, loaded.channels, loaded.size)
         else:  # a trained model on (possibly new) data: keep its classes and normalisation
@@ -117,6 +128,19 @@ class VisionTask:
             else:
                 item = image.permute(1, 2, 0).tolist()
             yield item, names[val.labels[i]]
+
+    def write_training_data(
+        self,
+        cfg: VisionConfig,
+        artifacts: Mapping[str, Any],
+        examples: Sequence[LabelledInput],
+        directory: Path,
+    ) -> TrainingDataWritten:
+        """Labelled served images as an image folder, ``directory/images/<class>/``, which
+        ``task.data.extra`` reads back."""
+        from lepton_vision.feedback_data import write_image_folder
+
+        return write_image_folder(artifacts, examples, directory)
 
     def evaluation_extras(
         self,
