@@ -148,6 +148,18 @@ def test_a_log_without_inputs_says_to_log_them(run, tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
+def test_nothing_usable_is_an_error_not_an_empty_folder(run, tmp_path, capsys):
+    log = tmp_path / "log"
+    _served_log(run, log)
+    for file in (log / "feedback" / "digits").iterdir():
+        rows = [{**json.loads(line), "label": "cat"} for line in file.read_text().splitlines()]
+        file.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert main(["monitor", "export", str(log), "-o", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "label is not a class of the model" in err and "could be written" in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["log"]
+
+
 def test_a_crash_while_writing_leaves_no_output(run, tmp_path, monkeypatch):
     from lepton_vision.task import VisionTask
 

@@ -63,6 +63,29 @@ def test_a_file_per_batch_of_records_each_whole(tmp_path):
     assert not [p for p in tmp_path.rglob("*") if p.is_file() and p.suffix != ".jsonl"]
 
 
+def test_files_rotate_by_size_and_never_split_a_record(tmp_path):
+    probe = PredictionLog(tmp_path / "probe", "digits", "1", writer="r0", flush_s=60)
+    probe.add("req-00", ["t"], [{"label": "x" * 400}], 0.001, "ckpt")
+    probe.close()
+    (one,) = _files(tmp_path / "probe")
+    line = one.stat().st_size  # one record, as written
+    limit = 3 * line + line // 2  # about three records per file; the batch allows 100
+    log = PredictionLog(
+        tmp_path, "digits", "1", writer="r1", batch=100, flush_s=60, max_file_bytes=limit
+    )
+    for i in range(10):
+        assert log.add(f"req-{i:02d}", ["t"], [{"label": "x" * 400}], 0.001, "ckpt")
+    _wait_for(lambda: len(_files(tmp_path)) == 3)  # full by size: written before flush_s
+    log.close()
+    assert [len(f.read_text().splitlines()) for f in _files(tmp_path)] == [3, 3, 3, 1]
+    assert all(f.stat().st_size <= limit for f in _files(tmp_path))
+    assert [r["request_id"] for r in _records(tmp_path)] == [f"req-{i:02d}" for i in range(10)]
+    big = PredictionLog(tmp_path / "big", "digits", "1", writer="r2", flush_s=60, max_file_bytes=10)
+    big.add("huge", ["t"], [{"label": "y" * 100}], 0.001, "ckpt")
+    big.close()  # one record larger than the limit: a file of its own, whole
+    assert [len(f.read_text().splitlines()) for f in _files(tmp_path / "big")] == [1]
+
+
 def test_a_new_file_every_flush_s_and_on_request(tmp_path):
     log = PredictionLog(tmp_path, "digits", "1", writer="r1", batch=1000, flush_s=0.3)
     log.add("a", [1], [{"label": "1"}], 0.01)
@@ -233,6 +256,7 @@ def test_the_log_works_on_an_object_store(object_store):
         ("serve.log.flush_s=0", "serve.log.flush_s"),
         ("serve.log.batch=0", "serve.log.batch"),
         ("serve.log.queue=10", "serve.log.queue"),
+        ("serve.log.max_file_mb=0", "serve.log.max_file_mb"),
     ],
 )
 def test_every_log_key_is_checked(override, needle):

@@ -395,7 +395,7 @@ def test_worked_example_from_the_docs_end_to_end(tmp_path):
     assert re.search(r"^basic 3 -> yes ", predicted, flags=re.M), predicted
     assert re.search(r"^premium 60 -> no ", predicted, flags=re.M), predicted
     plugin_tests = outputs["pytest lepton-churn/tests"].stdout
-    assert re.search(r"\b10 passed\b", plugin_tests), plugin_tests
+    assert re.search(r"\b11 passed\b", plugin_tests), plugin_tests
 
 
 def _assert_unwritable_refused(blocker: Path, stderr: str) -> None:

@@ -115,6 +115,14 @@ def export_feedback(request: ExportRequest) -> dict[str, Any]:
                 hint="write_training_data must write under its `directory` argument.",
             )
         skipped.update(written.skipped)
+        if written.rows < 1:
+            reasons = "; ".join(f"{n}: {why}" for why, n in sorted(skipped.items()))
+            raise DataError(
+                f"None of the {len(labelled)} prediction(s) of {model} with feedback could be "
+                f"written as {info.name} training data ({reasons}).",
+                hint="Check the labels posted as feedback against the model's classes (or "
+                "users and items), and serve with serve.log.inputs=true.",
+            )
         manifest = {
             "schema": SCHEMA,
             "log": log.root.uri,

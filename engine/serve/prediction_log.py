@@ -143,13 +143,15 @@ class PredictionLog:
         flush_s: float = 10.0,
         batch: int = 1000,
         queue_size: int = 2000,
+        max_file_bytes: int = 16 * 2**20,
     ) -> None:
         self.directory = Location.parse(root) / PREDICTIONS / safe_part(model) / safe_part(version)
         self.model, self.version, self.writer = model, version, writer
         self.sample, self.inputs = sample, inputs
-        self.flush_s, self.batch = flush_s, batch
+        self.flush_s, self.batch, self.max_file_bytes = flush_s, batch, max_file_bytes
         self._queue: queue.Queue[_Pending | _Control] = queue.Queue(maxsize=queue_size)
-        self._records: list[dict[str, Any]] = []  # built, not written yet
+        self._records: list[bytes] = []  # built and encoded (JSON lines), not written yet
+        self._bytes = 0  # their size
         self._max_records = max(batch, queue_size)
         self._seq = 0
         self._closed = False
@@ -184,7 +186,7 @@ class PredictionLog:
         )
         if self._closed:  # after shutdown began: written at once, there is no thread
             with self._lock:
-                self._records.extend(self._build(item))
+                self._keep(item)
                 self._write()
             return True
         try:
@@ -242,8 +244,8 @@ class PredictionLog:
             with self._lock:
                 due = item is None or time.monotonic() >= next_flush
                 if isinstance(item, _Pending):
-                    self._records.extend(self._build(item))
-                    if len(self._records) < self.batch and not due:
+                    self._keep(item)
+                    if not self._full() and not due:
                         continue
                 elif isinstance(item, _Control):
                     self._drain()
@@ -264,9 +266,29 @@ class PredictionLog:
             except queue.Empty:
                 return
             if isinstance(item, _Pending):
-                self._records.extend(self._build(item))
+                self._keep(item)
             else:
                 item.done.set()  # an earlier flush: this one covers it
+
+    def _keep(self, item: _Pending) -> None:
+        for record in self._build(item):
+            line = (json_line(record) + "\n").encode()
+            self._records.append(line)
+            self._bytes += len(line)
+
+    def _full(self) -> bool:
+        """Enough for a file: ``batch`` records or ``max_file_bytes``."""
+        return len(self._records) >= self.batch or self._bytes >= self.max_file_bytes
+
+    def _next_file(self) -> int:
+        """How many of the kept records the next file holds: at most ``batch`` and
+        ``max_file_bytes`` (but at least one: a record is never split)."""
+        size = 0
+        for count, line in enumerate(self._records[: self.batch]):
+            size += len(line)
+            if count and size > self.max_file_bytes:
+                return count
+        return min(len(self._records), self.batch)
 
     def _build(self, item: _Pending) -> list[dict[str, Any]]:
         time_text = utc_iso(item.ts)
@@ -292,16 +314,19 @@ class PredictionLog:
         return records
 
     def _write(self, whole_batches: bool = False) -> None:
-        """Write the built records as batches of at most ``batch`` (only full ones with
-        ``whole_batches``), each a new file; on a storage error keep them for the next try
-        (up to the queue's size)."""
-        while self._records and (not whole_batches or len(self._records) >= self.batch):
-            chunk = self._records[: self.batch]
+        """Write the built records as files of at most ``batch`` records and
+        ``max_file_bytes`` (only full ones with ``whole_batches``), each a new file; on a
+        storage error keep them for the next try (up to the queue's size)."""
+        while self._records and (not whole_batches or self._full()):
+            count = self._next_file()
+            chunk = self._records[:count]
             try:
-                write_file(self.directory, self.writer, self._seq, chunk)
+                target = self.directory / file_name(time.time(), self.writer, self._seq)
+                target.write_bytes(b"".join(chunk))
             except Exception as exc:  # storage down: keep the records, say so, go on
                 over = len(self._records) - self._max_records
                 if over > 0:
+                    self._bytes -= sum(len(line) for line in self._records[:over])
                     del self._records[:over]
                     self.lost += over
                 log.warning(
@@ -316,8 +341,9 @@ class PredictionLog:
                 return
             self._seq += 1
             self.files += 1
-            self.written += len(chunk)
-            del self._records[: len(chunk)]
+            self.written += count
+            self._bytes -= sum(len(line) for line in chunk)
+            del self._records[:count]
 
 
 def check_writable(root: str | Location) -> None:
@@ -358,6 +384,7 @@ def open_log(settings: Mapping[str, Any] | None, model: str, version: str) -> Pr
         flush_s=float(settings.get("flush_s", 10.0)),
         batch=int(settings.get("batch", 1000)),
         queue_size=int(settings.get("queue", 2000)),
+        max_file_bytes=int(float(settings.get("max_file_mb", 16.0)) * 2**20),
     )
 
 

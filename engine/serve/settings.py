@@ -64,9 +64,11 @@ class LogSettings:
     sample: float = 1.0
     #: Also log each raw input (images as sent: base64); off by default.
     inputs: bool = False
-    #: A replica writes a new file every ``flush_s`` seconds or ``batch`` records.
+    #: A replica writes a new file every ``flush_s`` seconds, ``batch`` records or
+    #: ``max_file_mb`` MiB of JSON lines, whichever comes first.
     flush_s: float = 10.0
     batch: int = 1000
+    max_file_mb: float = 16.0
     #: Requests waiting for the log's thread per replica (their inputs held in memory);
     #: beyond it requests are left out of the log (counted in the replica's log lines),
     #: never held on the request path.
@@ -269,6 +271,8 @@ def _check_log(log: LogSettings, bad: Any) -> None:
         raise bad("log.sample", log.sample, "A fraction of requests, 0..1.")
     if log.flush_s <= 0:
         raise bad("log.flush_s", log.flush_s, "Use > 0 seconds.")
+    if not log.max_file_mb > 0:
+        raise bad("log.max_file_mb", log.max_file_mb, "Use > 0 MiB.")
     for name in ("batch", "queue", "index_size"):
         if getattr(log, name) < 1:
             raise bad(f"log.{name}", getattr(log, name), "Use >= 1.")

@@ -105,6 +105,8 @@ def base_artifacts(
             "dropped_unknown": prepared.dropped_unknown,
         },
     }
+    if prepared.extra is not None:
+        artifacts["data"]["extra"] = prepared.extra
     if train.ratings is not None and len(train.ratings):
         artifacts["ratings"] = {
             "mean": float(train.ratings.mean()),
@@ -198,6 +200,11 @@ def _sequences(
         warn=False,
     )
     stored = known.last(max_len)
+    val_history = history
+    if prepared.extra:  # val rows read the original training items: extra rows come later
+        n = prepared.original_train
+        ts = None if train.timestamps is None else train.timestamps[:n]
+        val_history, _ = chronological(train.users[:n], train.items[:n], ts, n_users, warn=False)
     artifacts["sequence"] = {
         "order": order,
         "max_len": max_len,
@@ -207,4 +214,4 @@ def _sequences(
     artifacts["history_indices"] = stored.indices.tolist()
     n_neg = cfg.model.num_negatives if cfg.model.loss == "sampled" else None
     dataset = SequenceDataset(history, max_len, len(prepared.items), n_neg, seed)
-    return dataset, history
+    return dataset, val_history

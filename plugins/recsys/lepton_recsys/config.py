@@ -9,6 +9,7 @@ in their defaults.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 FORMATS = ("synthetic", "movielens", "csv", "parquet")
@@ -81,8 +82,16 @@ class RecsysDataConfig:
     #: Implicit models only: keep interactions with rating >= this (null keeps all).
     implicit_min_rating: float | None = None
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
+    #: More training interactions (e.g. ``lepton monitor export``'s): a csv/parquet file
+    #: with the same columns (``*_column``), or a directory of them, appended to the
+    #: training split only, after it is made (made absolute here, in the driver).
+    extra: str | None = None
 
     def __post_init__(self) -> None:
+        if self.extra is not None:
+            self.extra = (
+                os.path.abspath(os.path.expanduser(str(self.extra))) if self.extra else None
+            )
         if self.format not in FORMATS:
             raise ValueError(
                 f"task.data.format={self.format!r} is not a recsys format; allowed: {', '.join(FORMATS)}"

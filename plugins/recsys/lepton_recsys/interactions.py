@@ -132,6 +132,14 @@ class PreparedData:
     #: trained model on new data), rows the model has never seen.
     dropped_unknown: int
     source: str
+    #: ``task.data.extra``: its path, rows, the rows ``added`` after the original training
+    #: interactions (the last ones of ``train``) and the rows dropped, by reason.
+    extra: dict[str, Any] | None = None
+
+    @property
+    def original_train(self) -> int:
+        """Training interactions from the original data (before ``task.data.extra``)."""
+        return len(self.train) - (self.extra["added"] if self.extra else 0)
 
     def seen(self) -> SeenItems:
         """Every known interaction (train and val) of every user."""
@@ -276,13 +284,18 @@ def prepare(
                 train = _subset(train, known)
             else:
                 val = _subset(val, known)
+    extra = None
+    if data.extra is not None:  # after the split: never in validation, nor moving it
+        from lepton_recsys.feedback_data import append_extra
+
+        train, extra = append_extra(data, explicit, train, val, users, items)
     if len(val) == 0:
         raise DataError(
             f"{desc}: the split leaves no validation interactions.",
             hint="Users need at least two interactions for leave_last_out; val files need "
             "users and items that also occur in the train file (or in the trained model).",
         )
-    return PreparedData(users, items, train, val, dropped, desc)
+    return PreparedData(users, items, train, val, dropped, desc, extra)
 
 
 def _subset(x: Interactions, keep: np.ndarray) -> Interactions:

@@ -11,7 +11,7 @@ EASE: :mod:`lepton_recsys.baselines`).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -22,6 +22,7 @@ from lepton_recsys.config import RecsysConfig
 if TYPE_CHECKING:
     import torch
 
+    from engine.task_monitoring import LabelledInput, TrainingDataWritten
     from lepton_recsys.predictor import RecsysPredictor
 
 
@@ -57,6 +58,10 @@ class RecsysTask:
         )
 
         data = cfg.data
+        if data.extra is not None:
+            from lepton_recsys.feedback_data import check_extra
+
+            check_extra(data, cfg.model.explicit)
         ease = "ease" in cfg.baseline_names()
         if data.format == "synthetic":
             n = cfg.eval.num_negatives
@@ -148,6 +153,21 @@ class RecsysTask:
         from lepton_recsys.export import exported_model
 
         return exported_model(runtime, cfg, artifacts)
+
+    # -- lepton monitor export ----------------------------------------------------------
+
+    def write_training_data(
+        self,
+        cfg: RecsysConfig,
+        artifacts: Mapping[str, Any],
+        examples: Sequence[LabelledInput],
+        directory: Path,
+    ) -> TrainingDataWritten:
+        """``<directory>/interactions.csv`` in the model's columns, for
+        ``task.data.extra``: see :mod:`lepton_recsys.feedback_data`."""
+        from lepton_recsys.feedback_data import write_interactions
+
+        return write_interactions(cfg, artifacts, examples, directory)
 
     # -- lepton predict / evaluate ------------------------------------------------------
 
