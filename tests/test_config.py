@@ -173,3 +173,20 @@ def test_invalid_values_are_config_errors(override):
     registry = get_registry()
     with pytest.raises(ConfigError):
         to_typed(compose(["task=vision", override], registry), registry)
+
+
+@pytest.mark.parametrize("option", _options("monitor"))
+def test_every_monitor_option_composes_into_its_typed_settings(option):
+    """`lepton monitor`'s own tree (monitoring.yaml): each monitor/<option>.yaml composes,
+    every key it sets reaches MonitorSettings, and the shipped default is the schema's."""
+    from types import SimpleNamespace
+
+    from engine.monitor.settings import MonitorSettings, load_monitor_config
+
+    settings = load_monitor_config([f"monitor={option}"])
+    expected = _keys_set_by(CONF_DIR / "monitor" / f"{option}.yaml", "monitor")
+    assert expected, f"monitor/{option}.yaml sets no keys"
+    for key, value in expected.items():
+        assert _typed_value(SimpleNamespace(monitor=settings), key) == value, key
+    if option == "default":
+        assert settings == MonitorSettings()

@@ -218,3 +218,44 @@ def test_validation_inputs_is_an_optional_task_feature():
     }
     assert has == {"vision": True, "nlp": True, "recsys": False}
     assert not TaskFeatures.of(object()).validation_inputs
+
+
+def test_drift_settings_come_from_config_and_the_flags_win(run, tmp_path, capsys, monkeypatch):
+    images = [(255 - np.asarray(x)).tolist() for x, _ in _validation_pairs(run, 150)]
+    log_dir = tmp_path / "logs"
+    _log(run, log_dir / "predictions" / "digits" / "1", images, T0)
+    ref = [str(log_dir), "--reference", str(run)]
+    out = ["-o", str(tmp_path / "out")]
+    assert main(["monitor", *ref, *out]) == 1  # the defaults: 0.2 on >= 100 values
+    assert main(["monitor", *ref, *out, "monitor.drift.psi_threshold=1000"]) == 0
+    assert main(["monitor", *ref, *out, "monitor.drift.min_count=151"]) == 0
+    # a flag wins over the config
+    assert main(["monitor", *ref, *out, "monitor.drift.min_count=151", "--min-count", "10"]) == 1
+    # a project's preset: conf/monitor/lenient.yaml, picked with monitor=lenient
+    project = tmp_path / "project"
+    (project / "conf" / "monitor").mkdir(parents=True)
+    (project / "conf" / "monitor" / "lenient.yaml").write_text(
+        "drift:\n  psi_threshold: 1000\n  min_count: 100\n  reference_limit: 2000\nwatch_s: 5\n"
+    )
+    monkeypatch.chdir(project)
+    assert main(["monitor", *ref, *out, "monitor=lenient"]) == 0
+    capsys.readouterr()
+    assert main(["monitor", *ref, *out, "monitor.drift.min_cout=5"]) == 2
+    err = capsys.readouterr().err
+    assert "monitor.drift.min_cout" in err and "min_count" in err  # names the allowed keys
+    assert main(["monitor", *ref, *out, "task.data.path=x"]) == 2
+    assert "monitor.* overrides only" in capsys.readouterr().err
+    assert main(["monitor", *ref, *out, "monitor.drift.psi_threshold=0"]) == 2
+    assert "monitor.drift.psi_threshold" in capsys.readouterr().err
+
+
+def _validation_pairs(run: Path, limit: int) -> list:
+    from engine.runs.checkpoint import load_model
+    from engine.runs.layout import resolve_checkpoint
+
+    loaded = load_model(resolve_checkpoint(run))
+    seed = int(loaded.meta.get("seed") or 0)
+    task = loaded.info.task
+    return list(
+        task.validation_inputs(loaded.task_config, loaded.artifacts, seed=seed, limit=limit)
+    )

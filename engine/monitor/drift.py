@@ -41,13 +41,20 @@ class DriftSettings:
     def __post_init__(self) -> None:
         if not self.threshold > 0:
             raise ConfigError(
-                f"--psi-threshold={self.threshold} must be above 0.",
+                f"The PSI threshold {self.threshold} (--psi-threshold, "
+                "monitor.drift.psi_threshold) must be above 0.",
                 hint="0.1 flags a moderate shift, 0.2 (the default) a significant one.",
             )
         if self.min_count < 1:
-            raise ConfigError(f"--min-count={self.min_count} must be at least 1.")
+            raise ConfigError(
+                f"The minimum count {self.min_count} (--min-count, monitor.drift.min_count) "
+                "must be at least 1."
+            )
         if self.limit < 1:
-            raise ConfigError(f"--reference-limit={self.limit} must be at least 1.")
+            raise ConfigError(
+                f"The reference limit {self.limit} (--reference-limit, "
+                "monitor.drift.reference_limit) must be at least 1."
+            )
 
 
 def version_drift(

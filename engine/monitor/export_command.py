@@ -17,6 +17,11 @@ def run_export(args: argparse.Namespace) -> int:
             "lepton monitor export needs -o DIR: the folder the training data is written to.",
             hint="lepton monitor export LOG_DIR -o feedback/",
         )
+    if args.overrides:
+        raise ConfigError(
+            f"lepton monitor export takes no config overrides (got {args.overrides[0]!r}).",
+            hint="monitor.* settings are for drift and --watch; export reads the log only.",
+        )
     given = [
         flag
         for flag, value in (("--reference", args.reference), ("--watch", args.watch))

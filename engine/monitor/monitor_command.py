@@ -91,32 +91,34 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     drift.add_argument(
         "--psi-threshold",
         type=float,
-        default=DEFAULT_THRESHOLD,
         metavar="PSI",
-        help=f"alert above this population stability index (default {DEFAULT_THRESHOLD})",
+        help="alert above this population stability index (default: "
+        f"monitor.drift.psi_threshold, {DEFAULT_THRESHOLD})",
     )
     drift.add_argument(
         "--min-count",
         type=int,
-        default=DEFAULT_MIN_COUNT,
         metavar="N",
-        help=f"alert only on features with at least N live values (default {DEFAULT_MIN_COUNT})",
+        help="alert only on features with at least N live values (default: "
+        f"monitor.drift.min_count, {DEFAULT_MIN_COUNT})",
     )
     drift.add_argument(
         "--reference-limit",
         type=int,
-        default=DEFAULT_LIMIT,
         metavar="N",
-        help=f"validation inputs in the reference, at most (default {DEFAULT_LIMIT})",
+        help="validation inputs in the reference, at most (default: "
+        f"monitor.drift.reference_limit, {DEFAULT_LIMIT})",
     )
     parser.add_argument(
         "--watch",
         type=float,
         nargs="?",
-        const=10.0,
+        const="config",  # no value given: monitor.watch_s
         metavar="SECONDS",
-        help="refresh the summary in the terminal every SECONDS (default 10) until Ctrl-C",
+        help="refresh the summary in the terminal every SECONDS (default: monitor.watch_s, "
+        "10) until Ctrl-C",
     )
+    parser.set_defaults(overrides=[])
     export = parser.add_argument_group(
         "export", "lepton monitor export LOG_DIR -o DIR: the feedback loop's training data"
     )
@@ -131,6 +133,9 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
+    if args.export_log_dir is not None and "=" in args.export_log_dir:
+        args.overrides = [args.export_log_dir, *args.overrides]  # LOG_DIR key=value
+        args.export_log_dir = None
     if args.log_dir == "export" and args.export_log_dir is not None:
         from engine.monitor.export_command import run_export
 
@@ -140,11 +145,27 @@ def run(args: argparse.Namespace) -> int:
             f"lepton monitor takes one LOG_DIR (got {args.log_dir} and {args.export_log_dir}).",
             hint="Read one log at a time, or `lepton monitor export LOG_DIR -o DIR`.",
         )
+    _apply_config(args)
     if args.watch is not None:
         from engine.monitor.watch import watch
 
         return watch(args, look, lambda stats: summary_lines(stats) + drift_lines(stats))
     return report_once(args)
+
+
+def _apply_config(args: argparse.Namespace) -> None:
+    """Fill the flags not given from the config (``monitor.*``)."""
+    from engine.monitor.settings import load_monitor_config
+
+    config = load_monitor_config(list(args.overrides))
+    if args.psi_threshold is None:
+        args.psi_threshold = config.drift.psi_threshold
+    if args.min_count is None:
+        args.min_count = config.drift.min_count
+    if args.reference_limit is None:
+        args.reference_limit = config.drift.reference_limit
+    if args.watch == "config":
+        args.watch = config.watch_s
 
 
 def report_once(args: argparse.Namespace) -> int:
