@@ -143,3 +143,45 @@ def predict_offline(run: Path, inputs_file: Path, tmp: Path) -> list[dict[str, A
     predict(run, inputs_file, out, force=True)
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     return [{k: v for k, v in row.items() if k != "id"} for row in rows]
+
+
+@contextlib.contextmanager
+def token_service(
+    name: str, model_args: list[str], overrides: list[str], token: str
+) -> Iterator[str]:
+    """An app on a Serve instance of its own (127.0.0.1, a free port) whose routes, but the
+    V2 health ones, need ``token`` (``LEPTON_SERVE_TOKEN``, restored after); yields its
+    URL once ready; deletes the app and shuts Serve down after."""
+    import os
+
+    from ray import serve
+
+    old = os.environ.get("LEPTON_SERVE_TOKEN")
+    os.environ["LEPTON_SERVE_TOKEN"] = token
+    port = free_port()
+    serve.start(http_options={"host": "127.0.0.1", "port": port})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        with served_app(model_args, [*overrides, "serve.replicas.num_cpus=0.25"], name=name):
+            wait_ready(url, headers={"Authorization": f"Bearer {token}"})
+            yield url
+    finally:
+        serve.shutdown()
+        if old is None:
+            os.environ.pop("LEPTON_SERVE_TOKEN", None)
+        else:
+            os.environ["LEPTON_SERVE_TOKEN"] = old
+
+
+def wait_logged(log_dir: Path, model: str, expected: int, timeout: float = 60) -> int:
+    """Wait until ``expected`` records of ``model`` v1 are in the prediction log's files;
+    the count (an AssertionError after ``timeout`` seconds)."""
+    folder = log_dir / "predictions" / model / "1"
+    deadline = time.monotonic() + timeout
+    count = 0
+    while time.monotonic() < deadline:
+        count = sum(1 for f in folder.glob("*.jsonl") for _ in f.open())
+        if count >= expected:
+            return count
+        time.sleep(0.2)
+    raise AssertionError(f"{model}: {count} of {expected} records logged")

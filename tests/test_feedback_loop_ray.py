@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from serve_fixtures import QUICK, free_port, predict_offline, wait_ready
+from serve_fixtures import QUICK, predict_offline, token_service, wait_logged
 
 pytestmark = pytest.mark.ray
 
@@ -73,42 +73,16 @@ def _inverted_folder(images, labels, root: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory):
-    import os
-
-    from ray import serve
-
-    from engine.serve.app import app_spec, build_app
-    from engine.serve.models import resolve_models
-    from engine.serve.settings import load_serve_config, read_token
-
     root = tmp_path_factory.mktemp("loop")
     run = train_inprocess(root, "plain", *TRAIN)
     log_dir = root / "predlog"
-    old = os.environ.get("LEPTON_SERVE_TOKEN")
-    os.environ["LEPTON_SERVE_TOKEN"] = TOKEN
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     overrides = [
-        "serve.app_name=loop",
-        "serve.replicas.num_cpus=0.25",
         f"serve.log.dir={log_dir}",
         "serve.log.inputs=true",
         "serve.log.flush_s=0.5",
     ]
-    config = load_serve_config(overrides)
-    spec = app_spec(resolve_models([f"digits={run}"]), config.serve, read_token(config.serve))
-    serve.run(build_app(spec), name="loop", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, headers=AUTH)
+    with token_service("loop", [f"digits={run}"], overrides, TOKEN) as url:
         yield url, log_dir, run, root
-    finally:
-        serve.delete("loop")
-        serve.shutdown()
-        if old is None:
-            os.environ.pop("LEPTON_SERVE_TOKEN", None)
-        else:
-            os.environ["LEPTON_SERVE_TOKEN"] = old
 
 
 def _ask(url: str, png: bytes) -> dict:
@@ -142,14 +116,7 @@ def test_feedback_retrain_evaluate_and_hot_swap(served, tmp_path):
     assert reply.status_code == 200 and not reply.json()["unknown"], reply.text
 
     # The log is flushed every 0.5 s: wait until every answered request is on disk.
-    folder = log_dir / "predictions" / "digits" / "1"
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        logged = sum(1 for f in folder.glob("*.jsonl") for _ in f.open())
-        if logged >= N_TRAFFIC:
-            break
-        time.sleep(0.3)
-    assert logged == N_TRAFFIC
+    assert wait_logged(log_dir, "digits", N_TRAFFIC) == N_TRAFFIC
 
     # Live accuracy from the feedback = `lepton evaluate` of the served run on those images.
     assert main(["monitor", str(log_dir), "-o", str(tmp_path / "monitor")]) == 0

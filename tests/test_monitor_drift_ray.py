@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import requests
-from serve_fixtures import free_port, train_inprocess, wait_ready
+from serve_fixtures import token_service, train_inprocess, wait_logged
 
 pytestmark = pytest.mark.ray
 
@@ -56,43 +56,14 @@ def _shuffled(texts: list[str], seed: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def served(ray_cluster, tmp_path_factory):
-    import os
-
-    from ray import serve
-
-    from engine.serve.app import app_spec, build_app
-    from engine.serve.models import resolve_models
-    from engine.serve.settings import load_serve_config, read_token
-
     root = tmp_path_factory.mktemp("drift")
     vision = train_inprocess(root, "vision", "task=vision", "trainer.batch_size=256")
     nlp = train_inprocess(root, "nlp", "task=nlp", "task.data.synthetic_size=1000")
     log_dir = root / "predlog"
-    old = os.environ.get("LEPTON_SERVE_TOKEN")
-    os.environ["LEPTON_SERVE_TOKEN"] = TOKEN
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
-    overrides = [
-        "serve.app_name=drift",
-        "serve.replicas.num_cpus=0.25",
-        f"serve.log.dir={log_dir}",
-        "serve.log.flush_s=0.5",
-    ]
-    config = load_serve_config(overrides)
-    models = resolve_models([f"digits={vision}", f"tickets={nlp}"])
-    spec = app_spec(models, config.serve, read_token(config.serve))
-    serve.run(build_app(spec), name="drift", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, headers=AUTH)
+    overrides = [f"serve.log.dir={log_dir}", "serve.log.flush_s=0.5"]
+    models = [f"digits={vision}", f"tickets={nlp}"]
+    with token_service("drift", models, overrides, TOKEN) as url:
         yield url, log_dir, {"digits": vision, "tickets": nlp}
-    finally:
-        serve.delete("drift")
-        serve.shutdown()
-        if old is None:
-            os.environ.pop("LEPTON_SERVE_TOKEN", None)
-        else:
-            os.environ["LEPTON_SERVE_TOKEN"] = old
 
 
 def _send(url: str, model: str, instances: list) -> None:
@@ -105,18 +76,6 @@ def _send(url: str, model: str, instances: list) -> None:
 
     with ThreadPoolExecutor(8) as pool:
         list(pool.map(ask, instances))
-
-
-def _logged(log_dir: Path, model: str, expected: int) -> None:
-    folder = log_dir / "predictions" / model / "1"
-    deadline = time.monotonic() + 60
-    count = 0
-    while time.monotonic() < deadline:
-        count = sum(1 for f in folder.glob("*.jsonl") for _ in f.open())
-        if count >= expected:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{model}: {count} of {expected} records logged")
 
 
 def _monitor(log_dir: Path, run: Path, out: Path, *extra: str) -> tuple[int, dict]:
@@ -140,7 +99,7 @@ def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
         expected_features = {"unknown_rate"}  # the NLP task's summarize_input
         assert [len(t) for t in shifted] == [len(t) for t in base]
     _send(url, model, calm)
-    _logged(log_dir, model, N)
+    wait_logged(log_dir, model, N)
     time.sleep(1.0)  # the boundary: every file of the first part is written before it
     between = time.time()
     time.sleep(1.0)
@@ -154,7 +113,7 @@ def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
     assert drift["count"] == N and stats["reference"]["available"]
 
     _send(url, model, shifted)
-    _logged(log_dir, model, 2 * N)
+    wait_logged(log_dir, model, 2 * N)
     from engine.serve.prediction_log import utc_iso
 
     code, stats = _monitor(log_dir, run, tmp_path / "shifted", "--since", utc_iso(between))

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import requests
-from serve_fixtures import free_port, predict_offline, train_inprocess, wait_ready
+from serve_fixtures import predict_offline, token_service, train_inprocess
 
 pytestmark = pytest.mark.ray
 
@@ -45,42 +45,19 @@ def _validation_images(run: Path, folder: Path) -> list[int]:
 def served(ray_cluster, tmp_path_factory):
     """A vision model behind `lepton serve`'s app with the prediction log on; yields
     (url, log dir, run, a second run, a callable that shuts the app down)."""
-    import os
-
     from ray import serve
-
-    from engine.serve.app import app_spec, build_app
-    from engine.serve.models import resolve_models
-    from engine.serve.settings import load_serve_config, read_token
 
     root = tmp_path_factory.mktemp("monitor")
     run = train_inprocess(root, "vision", "task=vision", "trainer.batch_size=256")
     other = train_inprocess(root, "vision-b", "task=vision", "trainer.batch_size=256", "seed=1")
     log_dir = root / "predlog"
-    old = os.environ.get("LEPTON_SERVE_TOKEN")
-    os.environ["LEPTON_SERVE_TOKEN"] = TOKEN
-    port = free_port()
-    serve.start(http_options={"host": "127.0.0.1", "port": port})
     overrides = [
-        "serve.app_name=monitor",
-        "serve.replicas.num_cpus=0.25",
         f"serve.log.dir={log_dir}",
         # nothing is written before shutdown: the replica's close writes it all
         "serve.log.flush_s=3600",
     ]
-    config = load_serve_config(overrides)
-    spec = app_spec(resolve_models([f"digits={run}"]), config.serve, read_token(config.serve))
-    serve.run(build_app(spec), name="monitor", route_prefix="/", blocking=False)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        wait_ready(url, headers=AUTH)
+    with token_service("monitor", [f"digits={run}"], overrides, TOKEN) as url:
         yield url, log_dir, run, other, lambda: serve.delete("monitor")
-    finally:
-        serve.shutdown()
-        if old is None:
-            os.environ.pop("LEPTON_SERVE_TOKEN", None)
-        else:
-            os.environ["LEPTON_SERVE_TOKEN"] = old
 
 
 def test_live_accuracy_from_feedback_equals_offline_accuracy(served, tmp_path):
