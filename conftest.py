@@ -51,6 +51,9 @@ def ray_cluster(object_store):
     import ray
 
     if not ray.is_initialized():
+        from engine.serve.serve_env import use_throughput_mode
+
+        use_throughput_mode(True)  # Serve as `lepton serve` runs it (serve.throughput_optimized)
         ray.init(num_cpus=2, include_dashboard=True, logging_level="WARNING")
     yield ray
     ray.shutdown()

@@ -45,7 +45,10 @@ def serve_models(config: ServeConfig, model_args: list[str]) -> int:
         check_writable(s.log.dir)
     embedded = config.address is None
     if embedded:
+        from engine.serve.serve_env import use_throughput_mode
+
         local_service.check_port_free(s.host, s.port)
+        use_throughput_mode(s.throughput_optimized)
     with ray_cluster(config.address) as cluster:
         _check_fits(s, len(sources), strict=cluster.embedded)
         _deploy(spec, s)
@@ -232,15 +235,24 @@ def _running_models(app_name: str) -> list[dict[str, Any]]:
 
 
 def _running_parts(app_name: str) -> tuple[dict[str, Any], dict[str, str]]:
+    """The running app's spec and each version's checkpoint, asked of its replicas."""
     from ray import serve
 
-    spec = serve.get_app_handle(app_name).app_spec.remote().result(timeout_s=30)
+    spec = _sync(serve.get_app_handle(app_name)).app_spec.remote().result(timeout_s=30)
     checkpoints = {}
     for m in spec["models"]:
         name = f"{m['name']}--v{m['version']}"
-        handle = serve.get_deployment_handle(name, app_name=app_name)
+        handle = _sync(serve.get_deployment_handle(name, app_name=app_name))
         checkpoints[name] = handle.describe.remote().result(timeout_s=60)["info"]["checkpoint"]
     return spec, checkpoints
+
+
+def _sync(handle: Any) -> Any:
+    """``handle`` for blocking calls from this (loop-less) process: its router on a loop
+    of its own, as Serve's throughput mode (serve_env.py) would otherwise run it on the
+    caller's loop, which a command line does not have."""
+    handle._init(_run_router_in_separate_loop=True)
+    return handle
 
 
 def shutdown(config: ServeConfig) -> int:

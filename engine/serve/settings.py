@@ -97,6 +97,9 @@ class ServeSettings:
     traffic: dict[str, dict[Any, Any]] | None = None
     default_version: dict[str, str] | None = None
     log: LogSettings = field(default_factory=LogSettings)
+    #: Ray Serve's throughput mode on the cluster `lepton serve` starts itself
+    #: (engine/serve/serve_env.py); a joined cluster keeps its own environment.
+    throughput_optimized: bool = True
 
     @property
     def max_ongoing_requests(self) -> int:
