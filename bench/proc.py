@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 import psutil
 
@@ -249,7 +249,7 @@ def run_monitored(
                 break
             if now - t0 > timeout_s:
                 timed_out = True
-                _stop_group(proc)
+                stop_group(proc)
                 break
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(timeout=poll_s)  # returns as soon as the command exits
@@ -318,7 +318,7 @@ def time_command(
     return times, None
 
 
-def _stop_group(proc: subprocess.Popen[bytes]) -> None:
+def stop_group(proc: subprocess.Popen[Any]) -> None:
     """Stop the command we started, and its session (Ray's daemons started under it)."""
     with contextlib.suppress(ProcessLookupError):
         os.killpg(proc.pid, signal.SIGTERM)

@@ -11,11 +11,10 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from bench.benchmarks.serve import REPLICA_CPUS, THREADS, Server, Sizes, _describe_point, _ok
+from bench.benchmarks.serve import REPLICA_CPUS, Server, Sizes, _describe_point, _ok, train_models
 from bench.benchmarks.serve import _free_port as free_port
 from bench.benchmarks.serve import _point as load_point
 from bench.core import BenchResult, Context, Row, ratio, target_status
-from bench.proc import run_monitored
 from bench.registry import register
 
 CONCURRENCY = 8
@@ -84,33 +83,10 @@ def monitor(ctx: Context) -> BenchResult:
 
 def _prepare(ctx: Context, base: Path, env: dict[str, str]) -> dict[str, Any]:
     """The small CNN of the serving benchmark (``bench/workloads/serve_models.py``)."""
-    s = ctx.settings
-    out = base / "models.json"
     ctx.log("training the small CNN one epoch (in-process)")
-    proc = run_monitored(
-        [
-            s.python,
-            "-m",
-            "bench.workloads.serve_models",
-            f"--root={base / 'runs'}",
-            f"--out={out}",
-            f"--threads={THREADS}",
-            "--models",
-            "cnn",
-            "--batch-sizes",
-            "1",
-            "--seconds=0.2",
-        ],
-        log_path=base / "models.log",
-        cwd=s.workdir,
-        env=env,
-        timeout_s=s.timeout_s,
-        memory=False,
-    )
-    if not proc.ok or not out.is_file():
-        why = "timed out" if proc.timed_out else f"exit status {proc.returncode}"
-        return {"error": f"training the model failed ({why}): {proc.tail(1500)}".strip()}
-    models = json.loads(out.read_text(encoding="utf-8"))
+    models = train_models(ctx, base, env, batch_sizes=[1], seconds=0.2, names=["cnn"])
+    if "error" in models:
+        return models
     return {"image": models["image"], "checkpoint": models["models"]["cnn"]["checkpoint"]}
 
 

@@ -14,6 +14,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -134,12 +135,36 @@ def serve(ctx: Context) -> BenchResult:
 
 
 def _prepare(ctx: Context, z: Sizes, base: Path, env: dict[str, str]) -> dict[str, Any]:
-    s = ctx.settings
-    out = base / "models.json"
     ctx.log(
         "training the small CNN and ResNet-18 one epoch each (in-process), then "
         f"predict() alone at batch {', '.join(map(str, BATCH_SIZES))}"
     )
+    models = train_models(ctx, base, env, batch_sizes=BATCH_SIZES, seconds=z.limit_seconds)
+    if "error" in models:
+        return models
+    for name, m in models["models"].items():
+        ctx.log(
+            f"  {name}: {m['parameters']:,} parameters, trained in {m['train_s']:.1f} s; "
+            + ", ".join(f"batch {r['batch']} {r['images_per_s']:.0f}" for r in m["limit"])
+            + " images/s"
+        )
+    return models
+
+
+def train_models(
+    ctx: Context,
+    base: Path,
+    env: dict[str, str],
+    *,
+    batch_sizes: Sequence[int],
+    seconds: float,
+    names: Sequence[str] = (),
+) -> dict[str, Any]:
+    """``bench/workloads/serve_models.py`` in a child process: the models (``names``, or
+    all) trained one epoch, and ``predict()`` timed alone at ``batch_sizes``; its JSON,
+    with ``wall_s``, or ``{"error": ...}``."""
+    s = ctx.settings
+    out = base / "models.json"
     proc = run_monitored(
         [
             s.python,
@@ -148,9 +173,10 @@ def _prepare(ctx: Context, z: Sizes, base: Path, env: dict[str, str]) -> dict[st
             f"--root={base / 'runs'}",
             f"--out={out}",
             f"--threads={THREADS}",
+            *(["--models", *names] if names else []),
             "--batch-sizes",
-            *map(str, BATCH_SIZES),
-            f"--seconds={z.limit_seconds}",
+            *map(str, batch_sizes),
+            f"--seconds={seconds}",
         ],
         log_path=base / "models.log",
         cwd=s.workdir,
@@ -163,12 +189,6 @@ def _prepare(ctx: Context, z: Sizes, base: Path, env: dict[str, str]) -> dict[st
         return {"error": f"training the models failed ({why}): {proc.tail(1500)}".strip()}
     models: dict[str, Any] = json.loads(out.read_text(encoding="utf-8"))
     models["wall_s"] = proc.wall_s
-    for name, m in models["models"].items():
-        ctx.log(
-            f"  {name}: {m['parameters']:,} parameters, trained in {m['train_s']:.1f} s; "
-            + ", ".join(f"batch {r['batch']} {r['images_per_s']:.0f}" for r in m["limit"])
-            + " images/s"
-        )
     return models
 
 

@@ -17,7 +17,6 @@ import contextlib
 import json
 import os
 import re
-import signal
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import psutil
 
 from bench.core import BenchResult, Context, Row, median, target_status
+from bench.proc import stop_group
 from bench.registry import register
 
 GOAL_S = 1.0  # lepton − ray, submit command start to first training step
@@ -463,14 +463,7 @@ def _end(proc: subprocess.Popen[str]) -> None:
     try:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+        stop_group(proc)
 
 
 def _follow(run: SubmitRun, url: str, token: str, deadline: float) -> None:
