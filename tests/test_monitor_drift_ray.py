@@ -1,9 +1,10 @@
 """Drift on real served models: a vision and an NLP model behind `lepton serve`'s app with
 the prediction log on (flushed every 0.5 s); first 150 validation inputs of each (their
 runs' own split), then 150 shifted ones (digits inverted, 255 - x; texts with their
-characters shuffled: the same length, words the vocabulary does not know). `lepton monitor
---reference RUN` on the first part finds no drift (exit 0); on the shifted part (`--since`
-the moment between) it flags it (exit 1) and draws drift.png."""
+characters shuffled: the same length, words the vocabulary does not know), each part's true
+labels posted as feedback. `lepton monitor --reference RUN` on the first part finds no drift
+(exit 0) and a live accuracy equal to `lepton evaluate` of the run on the same inputs; on
+the shifted part (`--since` the moment between) it flags drift (exit 1) and draws drift.png."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 N = 150
 
 
-def _validation(run: Path, limit: int) -> list:
+def _validation(run: Path, limit: int) -> list[tuple]:
     from engine.runs.checkpoint import load_model
     from engine.runs.layout import resolve_checkpoint
 
@@ -37,7 +38,34 @@ def _validation(run: Path, limit: int) -> list:
     source = loaded.info.task.validation_inputs(
         loaded.task_config, loaded.artifacts, seed=seed, limit=limit
     )
-    return [x for x, _ in source]
+    return list(source)
+
+
+def _evaluated(run: Path, model: str, inputs: list, labels: list, tmp: Path) -> float:
+    """`lepton evaluate` of ``run`` on exactly these inputs (an image folder of the
+    digits; a JSONL file of the texts as train and validation split both)."""
+    from engine.inference.evaluate import evaluate
+
+    if model == "digits":
+        for split in ("train", "val"):
+            for i, (x, y) in enumerate(zip(inputs, labels, strict=True)):
+                (tmp / "eval" / split / str(y)).mkdir(parents=True, exist_ok=True)
+                raw = base64.b64decode(_png_b64(x))
+                (tmp / "eval" / split / str(y) / f"{i:04d}.png").write_bytes(raw)
+        new = ["task.data.format=imagefolder", f"task.data.path={tmp / 'eval'}"]
+        new.append("task.data.image_size=8")
+    else:
+        rows = tmp / "eval.jsonl"
+        rows.write_text(
+            "".join(
+                json.dumps({"text": x, "label": y}) + "\n"
+                for x, y in zip(inputs, labels, strict=True)
+            )
+        )
+        new = ["task.data.format=jsonl", f"task.data.train={rows}", f"task.data.val={rows}"]
+    result = evaluate(run, new, tmp / "evaluate.json")
+    assert result["samples"] == len(inputs)
+    return float(result["metrics"]["val/accuracy"])
 
 
 def _png_b64(pixels) -> str:
@@ -66,16 +94,24 @@ def served(ray_cluster, tmp_path_factory):
         yield url, log_dir, {"digits": vision, "tickets": nlp}
 
 
-def _send(url: str, model: str, instances: list) -> None:
-    def ask(instance) -> None:
+def _send(url: str, model: str, instances: list, labels: list) -> None:
+    """Each instance alone, then its true label as feedback."""
+
+    def ask(instance) -> str:
         body = {"instances": [instance]}
         answer = requests.post(
             f"{url}/v1/models/{model}:predict", json=body, headers=AUTH, timeout=60
         )
         assert answer.status_code == 200, answer.text
+        return str(answer.json()["request_id"])
 
     with ThreadPoolExecutor(8) as pool:
-        list(pool.map(ask, instances))
+        ids = list(pool.map(ask, instances))
+    feedback = [{"request_id": i, "label": str(y)} for i, y in zip(ids, labels, strict=True)]
+    answer = requests.post(
+        f"{url}/v1/models/{model}/feedback", json=feedback, headers=AUTH, timeout=60
+    )
+    assert answer.status_code == 200 and not answer.json()["unknown"], answer.text
 
 
 def _monitor(log_dir: Path, run: Path, out: Path, *extra: str) -> tuple[int, dict]:
@@ -89,7 +125,8 @@ def _monitor(log_dir: Path, run: Path, out: Path, *extra: str) -> tuple[int, dic
 def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
     url, log_dir, runs = served
     run = runs[model]
-    base = _validation(run, N)
+    pairs = _validation(run, N)
+    base, labels = [x for x, _ in pairs], [y for _, y in pairs]
     if model == "digits":
         calm = [{"b64": _png_b64(x)} for x in base]
         shifted = [{"b64": _png_b64(255 - np.asarray(x))} for x in base]
@@ -98,7 +135,7 @@ def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
         calm, shifted = base, _shuffled(base)
         expected_features = {"unknown_rate"}  # the NLP task's summarize_input
         assert [len(t) for t in shifted] == [len(t) for t in base]
-    _send(url, model, calm)
+    _send(url, model, calm, labels)
     wait_logged(log_dir, model, N)
     time.sleep(1.0)  # the boundary: every file of the first part is written before it
     between = time.time()
@@ -111,8 +148,14 @@ def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
     assert code == 0 and stats["alerts"] == [], stats["alerts"]
     assert stats["reference"]["compared"] == [f"{model} v1"]  # the other model: another run
     assert drift["count"] == N and stats["reference"]["available"]
+    live = stats["models"][model]["versions"]["1"]["feedback"]
+    offline = _evaluated(run, model, base, labels, tmp_path)
+    print(
+        f"{model} validation inputs: live {live['metric']} {live['value']:.6f} on {live['count']} vs lepton evaluate {offline:.6f}"
+    )
+    assert live["count"] == N and live["value"] == pytest.approx(offline, abs=1e-6)
 
-    _send(url, model, shifted)
+    _send(url, model, shifted, labels)
     wait_logged(log_dir, model, 2 * N)
     from engine.serve.prediction_log import utc_iso
 
@@ -121,6 +164,11 @@ def test_drift_is_flagged_for_the_shifted_part_only(served, model, tmp_path):
     figures = {k: f["psi"] for k, f in {**drift["inputs"], **drift["outputs"]}.items()}
     print(f"{model} shifted inputs: exit {code}, PSI {figures}")
     assert code == 1 and drift["count"] == N and stats["reference"]["cached"]
+    shifted_live = stats["models"][model]["versions"]["1"]["feedback"]
+    print(
+        f"{model} shifted inputs: live {shifted_live['metric']} {shifted_live['value']:.4f} on {shifted_live['count']}"
+    )
+    assert shifted_live["count"] == N
     flagged = {a["feature"] for a in stats["alerts"] if a["model"] == model}
     assert expected_features <= flagged, flagged
     assert (tmp_path / "shifted" / "drift.png").stat().st_size > 0
