@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 FORMATS = ("synthetic", "csv", "jsonl", "parquet", "hf_disk")
 FILE_FORMATS = ("csv", "jsonl", "parquet", "hf_disk")
+#: What ``task.data.streaming=true`` reads through Ray Data (lepton_nlp.streaming).
+STREAMING_FORMATS = ("csv", "jsonl", "parquet")
 MODELS = ("bag", "cnn", "bilstm", "transformer", "pretrained")
 SEQUENCE_MODELS = ("cnn", "bilstm", "transformer", "pretrained")
 TOKENIZERS = ("auto", "vocab", "hf")
@@ -57,11 +59,25 @@ class NLPDataConfig:
     #: directory of such files, with the same text/label columns; e.g. what
     #: ``lepton monitor export`` wrote from served inputs and their feedback.
     extra: str | None = None
+    #: Stream the files through Ray Data (lepton_nlp.streaming): csv, jsonl, parquet only.
+    streaming: bool = False
 
     def __post_init__(self) -> None:
         if self.format not in FORMATS:
             raise ValueError(
                 f"task.data.format={self.format!r} is not an NLP format; allowed: {', '.join(FORMATS)}"
+            )
+        if self.streaming and self.format not in STREAMING_FORMATS:
+            held = "generated in memory" if self.format == "synthetic" else "loaded whole"
+            raise ValueError(
+                f"task.data.streaming=true reads {', '.join(STREAMING_FORMATS)} files; "
+                f"task.data.format={self.format} is {held} (write the rows to a .csv, .jsonl "
+                "or .parquet file and set task.data.format and task.data.path, or drop streaming)"
+            )
+        if self.streaming and self.extra:
+            raise ValueError(
+                "task.data.extra is read by the in-memory loader; with task.data.streaming=true "
+                "append its rows to the streamed training file instead (or drop streaming)"
             )
         self.path, self.train, self.val = map(_absolute, (self.path, self.train, self.val))
         self.extra = _absolute(self.extra)
@@ -122,6 +138,9 @@ class TokenizerConfig:
     min_freq: int = 2
     #: At most this many tokens (most frequent first), besides [PAD] and [UNK].
     max_vocab: int = 20000
+    #: With task.data.streaming=true: the vocabulary is counted on this many training
+    #: rows (a seeded sample; all of them when there are fewer).
+    fit_rows: int = 100000
 
     def __post_init__(self) -> None:
         if self.kind not in TOKENIZERS:
@@ -134,6 +153,8 @@ class TokenizerConfig:
             raise ValueError(f"task.tokenizer.min_freq={self.min_freq} must be at least 1")
         if self.max_vocab < 10:
             raise ValueError(f"task.tokenizer.max_vocab={self.max_vocab} must be at least 10")
+        if self.fit_rows < 100:
+            raise ValueError(f"task.tokenizer.fit_rows={self.fit_rows} must be at least 100")
 
 
 @dataclass

@@ -134,8 +134,16 @@ def _natural_key(name: str) -> tuple[int, float, str]:
 
 def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
     """Hold out ``fraction`` of each class (at least one row of a class stays in train)."""
+    train_idx, val_idx = split_indices(examples.labels, fraction, seed)
+    return _take(examples, train_idx), _take(examples, val_idx)
+
+
+def split_indices(labels: Sequence[str], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """The rows (sorted indices) :func:`stratified_split` puts in train and in validation:
+    a function of the labels, in order, and ``seed`` only (the streaming path computes
+    the same split from the labels alone)."""
     by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(examples.labels):
+    for i, label in enumerate(labels):
         by_label[label].append(i)
     rng = random.Random(seed)
     train_idx: list[int] = []
@@ -148,15 +156,20 @@ def stratified_split(examples: Examples, fraction: float, seed: int) -> tuple[Ex
         train_idx += idx[n_val:]
     train_idx.sort()
     val_idx.sort()
-    return _take(examples, train_idx), _take(examples, val_idx)
+    return train_idx, val_idx
 
 
 def stratified_subset(examples: Examples, n: int, seed: int) -> Examples:
     """At most ``n`` rows, drawn round-robin over the classes (so every class stays)."""
     if n >= len(examples):
         return examples
+    return _take(examples, subset_indices(examples.labels, n, seed))
+
+
+def subset_indices(labels: Sequence[str], n: int, seed: int) -> list[int]:
+    """The rows (sorted indices) :func:`stratified_subset` keeps, for ``n < len(labels)``."""
     by_label: dict[str, list[int]] = defaultdict(list)
-    for i, label in enumerate(examples.labels):
+    for i, label in enumerate(labels):
         by_label[label].append(i)
     rng = random.Random(seed + 1)
     queues = []
@@ -169,7 +182,7 @@ def stratified_subset(examples: Examples, n: int, seed: int) -> Examples:
         for queue in queues:
             if queue and len(chosen) < n:
                 chosen.append(queue.pop())
-    return _take(examples, sorted(chosen))
+    return sorted(chosen)
 
 
 def _take(examples: Examples, idx: list[int]) -> Examples:

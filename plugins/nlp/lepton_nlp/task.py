@@ -6,7 +6,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from engine.task import DataBundle, ExportSpec
+from engine.task import DataBundle, ExportSpec, StreamingData
 from engine.task_monitoring import LabelledInput, TrainingDataWritten
 from lepton_nlp.config import NLPConfig
 
@@ -95,15 +95,26 @@ class NLPTask:
         if _needs_hf(cfg):
             require_transformers()
             _model_dir(cfg)
+        if cfg.data.streaming:  # the files' headers only: the rows are read in the cluster
+            from lepton_nlp.streaming import check_streaming
+
+            check_streaming(cfg.data)
+            return
         corpus = load_corpus(cfg.data, seed=0)
         _log(report_lines(corpus))
 
     def build_data(
         self, cfg: NLPConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
-    ) -> DataBundle:
+    ) -> DataBundle | StreamingData:
         """Tokenized train/val sets. With ``artifacts`` (a trained model's), its tokenizer
         and classes are reused, so it can be evaluated on new data; a single file other
-        than the one it was trained on is then used whole as the validation set."""
+        than the one it was trained on is then used whole as the validation set. With
+        ``task.data.streaming=true``: Ray Data datasets (lepton_nlp.streaming), built once
+        in the driver of ``lepton train``."""
+        if cfg.data.streaming:
+            from lepton_nlp.streaming import build_streaming
+
+            return build_streaming(cfg, seed=seed, artifacts=artifacts)
         from lepton_nlp.corpus import load_corpus, report_lines
         from lepton_nlp.data import PadCollate
 
