@@ -98,14 +98,32 @@ def _pre_process(source: Path, dest: Path, *, optimize: bool) -> None:
     """onnxruntime's pre-quantization step (graph optimization, shape inference); its
     symbolic shape inference fails on some graphs with symbolic dims (then ONNX's own
     shape inference alone)."""
+    import contextlib
+    import os
+    import tempfile
+
     from onnxruntime import quantization as q
 
-    try:
-        q.quant_pre_process(str(source), str(dest), skip_optimization=not optimize)
-    except Exception:  # onnxruntime's SymbolicShapeInference raises plain exceptions
-        q.quant_pre_process(
-            str(source), str(dest), skip_optimization=not optimize, skip_symbolic_shape=True
-        )
+    source, dest = source.resolve(), dest.resolve()
+    # A failing symbolic shape inference first saves its model, weights and all, as
+    # sym_shape_infer_temp.onnx + <uuid>.data in the working directory: do it in a scratch
+    # directory, removed after, not in the user's.
+    with tempfile.TemporaryDirectory(prefix="lepton-quantize-") as scratch:
+        here = os.getcwd()
+        os.chdir(scratch)
+        try:
+            try:
+                q.quant_pre_process(str(source), str(dest), skip_optimization=not optimize)
+            except Exception:  # onnxruntime's SymbolicShapeInference raises plain exceptions
+                q.quant_pre_process(
+                    str(source),
+                    str(dest),
+                    skip_optimization=not optimize,
+                    skip_symbolic_shape=True,
+                )
+        finally:
+            with contextlib.suppress(OSError):
+                os.chdir(here)
 
 
 def quantize(
