@@ -39,6 +39,12 @@ def build_bundle(
     if artifacts is not None:
         id_maps = IdMap(artifacts["user_ids"]), IdMap(artifacts["item_ids"])
     prepared = prepare(cfg.data, explicit=cfg.model.explicit, id_maps=id_maps)
+    return bundle_from(cfg, prepared, seed=seed)
+
+
+def bundle_from(cfg: RecsysConfig, prepared: PreparedData, *, seed: int) -> DataBundle:
+    """The datasets and artifacts of split, encoded interactions (the streaming path
+    builds ``prepared`` with Ray Data and keeps this bundle's validation and artifacts)."""
     seen = prepared.seen()
     popularity = prepared.popularity()
     artifacts = base_artifacts(cfg, prepared, seen, popularity)

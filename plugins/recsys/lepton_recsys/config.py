@@ -86,8 +86,13 @@ class RecsysDataConfig:
     #: with the same columns (``*_column``), or a directory of them, appended to the
     #: training split only, after it is made (made absolute here, in the driver).
     extra: str | None = None
+    #: Stream training through Ray Data (:mod:`lepton_recsys.streaming`): csv/parquet
+    #: logs (or synthetic) split by leave_last_out, models bpr, ncf, mf.
+    streaming: bool = False
 
     def __post_init__(self) -> None:
+        if self.streaming:
+            _check_streaming(self)
         if self.extra is not None:
             self.extra = (
                 os.path.abspath(os.path.expanduser(str(self.extra))) if self.extra else None
@@ -127,6 +132,31 @@ class RecsysDataConfig:
     def presplit(self) -> bool:
         """True when the split is given as two files."""
         return self.train is not None
+
+
+STREAMED_FORMATS = ("csv", "parquet", "synthetic")
+
+
+def _check_streaming(data: RecsysDataConfig) -> None:
+    """What ``task.data.streaming=true`` reads (see :mod:`lepton_recsys.streaming`)."""
+    if data.format not in STREAMED_FORMATS:
+        raise ValueError(
+            f"task.data.streaming=true reads csv or parquet interaction logs; "
+            f"task.data.format={data.format} is loaded whole (write the log as parquet and "
+            "set task.data.format=parquet, or drop task.data.streaming)"
+        )
+    if data.presplit:
+        raise ValueError(
+            "task.data.streaming=true splits one log (task.data.path); the split given as "
+            "task.data.train/val files is read whole (concatenate them into one log with "
+            "timestamps, or drop task.data.streaming)"
+        )
+    if data.split != "leave_last_out":
+        raise ValueError(
+            f"task.data.streaming=true supports task.data.split=leave_last_out only: "
+            f"split={data.split} draws per row in file order, which a stream does not keep "
+            "(set task.data.split=leave_last_out, or drop task.data.streaming)"
+        )
 
 
 @dataclass
@@ -295,6 +325,13 @@ class RecsysConfig:
             raise ValueError(
                 f"task.model.name={self.model.name} learns ratings but task.data.rating_column "
                 "is null; set it, or use an implicit model (bpr, ncf, sasrec)"
+            )
+        if self.data.streaming and self.model.sequential:
+            raise ValueError(
+                f"task.data.streaming=true does not train task.model.name={self.model.name}: "
+                "it learns from each user's whole history in time order, which a sharded "
+                "stream of rows does not give (use bpr, ncf or mf, or drop "
+                "task.data.streaming)"
             )
 
     def baseline_names(self) -> list[str]:

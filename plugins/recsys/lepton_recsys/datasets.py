@@ -86,16 +86,9 @@ class PairDataset(_BatchDataset):
         return self._rng
 
     def sample_negatives(self, users: np.ndarray) -> np.ndarray:
-        rng = self._generator()
-        shape = (len(users), self.num_negatives)
-        negatives = rng.integers(0, self.seen.num_items, size=shape)
-        owners = np.broadcast_to(users[:, None], shape)
-        for _ in range(self.max_rounds):
-            clash = self.seen.contains(owners, negatives)
-            if not clash.any():
-                break
-            negatives[clash] = rng.integers(0, self.seen.num_items, size=int(clash.sum()))
-        return negatives
+        return sample_negatives(
+            self.seen, users, self.num_negatives, self._generator(), self.max_rounds
+        )
 
     def __getitems__(self, indices: list[int]) -> Batch:
         idx = np.asarray(indices, dtype=np.int64)
@@ -105,6 +98,27 @@ class PairDataset(_BatchDataset):
             "item": torch.from_numpy(self.items[idx]),
             "negatives": torch.from_numpy(self.sample_negatives(users)),
         }
+
+
+def sample_negatives(
+    seen: SeenItems,
+    users: np.ndarray,
+    num_negatives: int,
+    rng: np.random.Generator,
+    max_rounds: int = 20,
+) -> np.ndarray:
+    """``num_negatives`` items per row drawn uniformly from those ``users[row]`` has no
+    interaction with in ``seen`` (rejection sampling, vectorised; after ``max_rounds``
+    a clash is left: only a user who knows nearly every item can keep one)."""
+    shape = (len(users), num_negatives)
+    negatives = rng.integers(0, seen.num_items, size=shape)
+    owners = np.broadcast_to(np.asarray(users, np.int64)[:, None], shape)
+    for _ in range(max_rounds):
+        clash = seen.contains(owners, negatives)
+        if not clash.any():
+            break
+        negatives[clash] = rng.integers(0, seen.num_items, size=int(clash.sum()))
+    return negatives
 
 
 class RatingDataset(_BatchDataset):

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from engine.errors import ConfigError, DataError, clip_repr
-from engine.task import DataBundle, ExportSpec
+from engine.task import DataBundle, ExportSpec, StreamingData
 from lepton_recsys.config import RecsysConfig
 
 if TYPE_CHECKING:
@@ -99,9 +99,16 @@ class RecsysTask:
 
     def build_data(
         self, cfg: RecsysConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
-    ) -> DataBundle:
-        """With a trained model's ``artifacts``, its id maps encode the data."""
+    ) -> DataBundle | StreamingData:
+        """With a trained model's ``artifacts``, its id maps encode the data. With
+        ``task.data.streaming=true`` (the driver of ``lepton train``, Ray up): Ray Data
+        datasets, see :mod:`lepton_recsys.streaming`."""
         from lepton_recsys.build import build_bundle
+
+        if cfg.data.streaming and artifacts is None:
+            from lepton_recsys.streaming import build_streaming
+
+            return build_streaming(cfg, seed=seed)
 
         return build_bundle(cfg, seed=seed, artifacts=artifacts)
 
