@@ -45,14 +45,10 @@ def _needs_minilm() -> None:
 
 @pytest.fixture(autouse=True)
 def _one_thread() -> Iterator[None]:
-    import torch
+    from engine.export.measure import torch_threads
 
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with torch_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def _train(root: Path, name: str, *overrides: str) -> Path:

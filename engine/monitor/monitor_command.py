@@ -136,6 +136,14 @@ def run(args: argparse.Namespace) -> int:
     if args.export_log_dir is not None and "=" in args.export_log_dir:
         args.overrides = [args.export_log_dir, *args.overrides]  # LOG_DIR key=value
         args.export_log_dir = None
+    if args.log_dir == "export" and args.export_log_dir is None:
+        import os
+
+        if not os.path.exists("export"):  # `lepton monitor export` without its LOG_DIR
+            raise ConfigError(
+                "lepton monitor export needs LOG_DIR: the serve.log.dir to read.",
+                hint="lepton monitor export LOG_DIR -o DIR",
+            )
     if args.log_dir == "export" and args.export_log_dir is not None:
         from engine.monitor.export_command import run_export
 
