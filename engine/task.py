@@ -19,6 +19,7 @@ Where each method runs:
 ``summarize_input`` (opt.)    serving replicas (the prediction log's thread)
 ``validation_inputs`` (opt.)  the driver of ``lepton monitor --reference``
 ``write_training_data`` (o.)  the driver of ``lepton monitor export``
+``inputs_from_rows`` (opt.)   ``map_batches`` actors of ``lepton predict -o OUT.parquet``
 ============================  ==========================================================
 
 ``cfg`` is always the validated instance of the task's ``config_class`` (a dataclass
@@ -38,6 +39,9 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from engine.errors import ConfigError
 from engine.task_monitoring import SummarizesInputs, ValidationInputs, WritesTrainingData
+from engine.task_streaming import ReadsRows, without_streaming
+from engine.task_streaming import StreamingData as StreamingData  # re-exported
+from engine.task_streaming import wants_streaming as wants_streaming  # re-exported
 
 if TYPE_CHECKING:
     import torch
@@ -57,52 +61,6 @@ class DataBundle:
     val: Dataset[Any]
     artifacts: dict[str, Any] = field(default_factory=dict)
     collate_fn: Callable[[list[Any]], Any] | None = None
-
-
-@dataclass
-class StreamingData:
-    """What ``Task.build_data`` returns when its config says ``task.data.streaming=true``:
-    the data as Ray Data datasets, read and preprocessed on the cluster's CPUs instead
-    of held whole by every worker (docs/architecture.md, *Streaming with Ray Data*).
-
-    Built once, in the driver of ``lepton train`` (inside the Ray cluster), and handed
-    to Ray Train: ``train`` is split across the workers, ``val`` is read whole by rank 0.
-    ``train`` / ``val`` are ``ray.data.Dataset`` s whose rows are already preprocessed
-    (decoding and augmentation in ``map_batches``: it runs again each epoch, so random
-    augmentations differ per epoch). ``to_batch`` runs on the worker: it turns a batch
-    as ``iter_torch_batches`` gives it (a dict of tensors already on the worker's
-    device) into what ``training_step`` / ``validation_step`` take (normalisation on
-    the device belongs here); it must be picklable (a module-level function or an
-    object). ``train_rows`` / ``val_rows``: the row counts when known (else the engine
-    counts once); ``shuffle_buffer``: rows of each worker's local shuffle buffer
-    (``iter_torch_batches(local_shuffle_buffer_size=...)``; 0 for none).
-    """
-
-    train: Any
-    val: Any
-    to_batch: Callable[[dict[str, Any]], Any]
-    artifacts: dict[str, Any] = field(default_factory=dict)
-    train_rows: int | None = None
-    val_rows: int | None = None
-    shuffle_buffer: int = 0
-
-
-def wants_streaming(task_cfg: Any) -> bool:
-    """Whether a task config asks for streaming (``task.data.streaming=true``, the one
-    key every streaming task uses)."""
-    return bool(getattr(getattr(task_cfg, "data", None), "streaming", False))
-
-
-def without_streaming(task_cfg: Any) -> Any:
-    """``task_cfg`` with ``task.data.streaming`` off (a copy; ``task_cfg`` itself when it
-    does not stream): the map-style data of a streaming run, for the paths that do not
-    stream yet (``lepton evaluate``)."""
-    import dataclasses
-
-    is_dataclass = dataclasses.is_dataclass(task_cfg)  # (not a type guard here)
-    if not wants_streaming(task_cfg) or not is_dataclass:
-        return task_cfg
-    return dataclasses.replace(task_cfg, data=dataclasses.replace(task_cfg.data, streaming=False))
 
 
 @runtime_checkable
@@ -303,6 +261,7 @@ class TaskFeatures:
     summarize_input: bool = False
     validation_inputs: bool = False
     write_training_data: bool = False
+    reads_rows: bool = False
 
     @classmethod
     def of(cls, task: object) -> TaskFeatures:
@@ -324,6 +283,7 @@ class TaskFeatures:
             summarize_input=isinstance(task, SummarizesInputs),
             validation_inputs=isinstance(task, ValidationInputs),
             write_training_data=isinstance(task, WritesTrainingData),
+            reads_rows=isinstance(task, ReadsRows),
         )
 
 

@@ -77,7 +77,7 @@ def export(req: ExportRequest) -> dict[str, Any]:
     import torch
 
     from engine.export.loading import export_record
-    from engine.inference.evaluate import build_eval_data
+    from engine.inference.evaluate_data import build_eval_data
     from engine.runs.checkpoint import MODEL_FILE, load_model
     from engine.runs.layout import resolve_checkpoint
 

@@ -15,8 +15,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine.errors import CheckpointError, ConfigError
+from engine.errors import ConfigError
 from engine.export.loading import format_and_precision
+from engine.inference.evaluate_data import build_eval_data as build_eval_data  # re-exported
+from engine.inference.evaluate_data import evaluation_data
 from engine.runs.checkpoint import LoadedModel, load_model, to_jsonable
 from engine.runs.layout import EVAL_FILE, display_epoch, resolve_checkpoint
 from engine.runs.lineage import describe, lineage_of
@@ -53,37 +55,30 @@ def apply_task_overrides(loaded: LoadedModel, overrides: list[str]) -> Any:
         raise ConfigError(f"Invalid task config: {exc}") from None
 
 
-def build_eval_data(loaded: LoadedModel, task_cfg: Any, new_data: bool) -> Any:
-    info = loaded.info
-    seed = int(loaded.meta.get("seed") or 0)
-    if new_data and not info.features.data_from_artifacts:
-        raise CheckpointError(
-            f"Task {info.name!r} cannot evaluate a trained model on new data "
-            "(its build_data takes no artifacts).",
-            hint="Evaluate on the run's own validation split (no task.* overrides).",
-        )
-    return info.build_data(task_cfg, seed=seed, artifacts=loaded.artifacts)
-
-
 def validation_metrics(
     task: Any, model: Any, bundle: Any, task_cfg: Any, artifacts: Any, batch_size: int = 256
 ) -> tuple[dict[str, float], Any]:
     """The task's metrics (``val/…``, and ``val/loss``) of ``model`` on ``bundle.val``, on
     the CPU in fp32, by the code the training loop validates with; and the loader used."""
+    from engine.inference.evaluate_data import map_style_loader
+
+    loader = map_style_loader(bundle, batch_size)
+    return metrics_on(task, model, loader, task_cfg, artifacts), loader
+
+
+def metrics_on(
+    task: Any, model: Any, loader: Any, task_cfg: Any, artifacts: Any
+) -> dict[str, float]:
+    """The task's metrics of ``model`` over the batches of ``loader`` (CPU, fp32)."""
     import torch
-    from torch.utils.data import DataLoader
 
     from engine.train.loop import validate_epoch
     from engine.train.precision import plan_precision
 
     device = torch.device("cpu")
-    loader = DataLoader(
-        bundle.val, batch_size=batch_size, shuffle=False, collate_fn=bundle.collate_fn
-    )
     metrics = task.build_metrics(task_cfg, artifacts).to(device)
     loss = validate_epoch(task, model, loader, metrics, device, plan_precision("32", device))
-    values = {"val/loss": loss, **{f"val/{k}": float(v) for k, v in metrics.compute().items()}}
-    return values, loader
+    return {"val/loss": loss, **{f"val/{k}": float(v) for k, v in metrics.compute().items()}}
 
 
 def evaluate(
@@ -106,16 +101,14 @@ def evaluate(
     task_cfg = without_extra(apply_task_overrides(loaded, overrides))
     task.check(task_cfg)
     started = time.perf_counter()
-    bundle = build_eval_data(loaded, task_cfg, new_data=bool(overrides))
     device = torch.device("cpu")
-    values, loader = validation_metrics(
-        task, loaded.model, bundle, task_cfg, loaded.artifacts, batch_size
-    )
-    extras = (
-        task.evaluation_extras(loaded.model, loader, task_cfg, loaded.artifacts, device)  # type: ignore[attr-defined]
-        if loaded.info.features.evaluation_extras
-        else {}
-    )
+    with evaluation_data(loaded, task_cfg, new_data=bool(overrides), batch_size=batch_size) as data:
+        values = metrics_on(task, loaded.model, data.loader, task_cfg, loaded.artifacts)
+        extras = (
+            task.evaluation_extras(loaded.model, data.loader, task_cfg, loaded.artifacts, device)  # type: ignore[attr-defined]
+            if loaded.info.features.evaluation_extras
+            else {}
+        )
     result = {
         "checkpoint": str(checkpoint),
         "task": task.name,
@@ -123,7 +116,8 @@ def evaluate(
         "format": format_and_precision(loaded.meta)[0],
         "precision": format_and_precision(loaded.meta)[1],
         "data": overrides if overrides else "validation split of the run",
-        "samples": len(bundle.val),
+        "samples": data.samples,
+        "streamed": data.streamed,
         "metrics": values,
         "recorded_metrics": loaded.meta.get("metrics", {}),
         "lineage": lineage_of(loaded.meta),
@@ -151,7 +145,8 @@ def format_result(result: dict[str, Any]) -> str:
         )
     if "lineage" in result:
         lines.append(f"Lineage:    {describe(result['lineage'])}")
-    lines.append(f"Samples:    {result['samples']}")
+    streamed = " (streamed through Ray Data)" if result.get("streamed") else ""
+    lines.append(f"Samples:    {result['samples']}{streamed}")
     width = max(len(k) for k in result["metrics"])
     for key, value in result["metrics"].items():
         lines.append(f"  {key.ljust(width)}  {value:.4f}")

@@ -74,12 +74,44 @@ def predict(
     device: str = "cpu",
     progress: IO[str] | None = None,
     stdout: IO[str] | None = None,
+    workers: int = 1,
+    keep: list[str] | None = None,
+    address: str | None = None,
 ) -> dict[str, int]:
+    from engine.inference.predict_table import check_table_output, predict_table, wants_table_output
+
+    table = wants_table_output(output)
     if output is not None:  # before any work: an output that cannot be written stops it
-        check_output_path(output, force=force)
+        if table:
+            check_table_output(Path(output), force=force)
+        else:
+            check_output_path(output, force=force)
+    if keep and not table:
+        raise DataError(
+            "--keep copies input columns into a Parquet output only.",
+            hint="Write -o as .parquet, or drop --keep.",
+        )
     checkpoint = resolve_checkpoint(path)
     loaded = load_model(checkpoint)
     task = loaded.info.task
+    if table:
+        source = Path(input_path)
+        if not source.exists():
+            raise DataError(f"Input {source} does not exist.")
+        return predict_table(
+            checkpoint,
+            loaded,
+            source,
+            Path(str(output)),
+            overrides=overrides or [],
+            batch_size=batch_size,
+            on_error=on_error,
+            force=force,
+            workers=workers,
+            keep=keep or [],
+            address=address,
+            progress=progress,
+        )
     if not loaded.info.features.reads_inputs:
         raise CheckpointError(
             f"Task {task.name!r} does not support lepton predict (no read_inputs)."

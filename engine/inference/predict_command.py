@@ -22,7 +22,12 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="task.* overrides (e.g. task.data.text_column=body)",
     )
     parser.add_argument("--input", "-i", required=True, help="input file or folder")
-    parser.add_argument("--output", "-o", help="output .jsonl or .csv (default: JSONL on stdout)")
+    parser.add_argument(
+        "--output",
+        "-o",
+        help="output .jsonl or .csv (default: JSONL on stdout); .parquet: a folder of Parquet "
+        "files, predicted from Parquet input through Ray Data",
+    )
     parser.add_argument("--force", action="store_true", help="replace the -o file if it exists")
     parser.add_argument("--batch-size", type=positive_int, default=64)
     parser.add_argument(
@@ -30,6 +35,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         choices=["skip", "fail"],
         default="skip",
         help="an unusable input (e.g. a corrupt image): skip it and say so, or stop",
+    )
+    table = parser.add_argument_group("Parquet output (-o NAME.parquet, through Ray Data)")
+    table.add_argument(
+        "--workers", type=positive_int, default=1, help="predictor actors (1 CPU each)"
+    )
+    table.add_argument(
+        "--keep",
+        action="append",
+        default=[],
+        metavar="COLUMN",
+        help="copy this input column into the output (repeatable)",
+    )
+    table.add_argument(
+        "--address", help="a Ray cluster to run on (default: RAY_ADDRESS or a local one)"
     )
     return parser
 
@@ -48,6 +67,9 @@ def run(args: argparse.Namespace) -> int:
             on_error=args.on_error,
             force=args.force,
             stdout=real_stdout,
+            workers=args.workers,
+            keep=args.keep,
+            address=args.address,
         )
     where = args.output or "stdout"
     print(

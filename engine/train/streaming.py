@@ -19,8 +19,9 @@ the ``LoopSpec`` and read their shards as loaders the loop iterates like a
   from its beginning: a stream has no position to save, and exactly-once within an
   epoch is not promised.
 
-Not streamed yet: ``scaling=inprocess``, ``lepton tune``, ``lepton evaluate`` /
-``predict`` (evaluate reads the validation split map-style).
+Not streamed yet: ``scaling=inprocess``, ``lepton tune``. ``lepton evaluate`` streams
+through :mod:`engine.inference.evaluate_data`, ``lepton predict`` to Parquet through
+:mod:`engine.inference.predict_table`.
 """
 
 from __future__ import annotations

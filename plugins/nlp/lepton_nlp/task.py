@@ -308,6 +308,17 @@ class NLPTask:
         fallback = cfg.data.format if cfg.data.format in ("csv", "jsonl", "parquet") else ""
         return iter_texts(Path(path), cfg.data.text_column, fallback)
 
+    def inputs_from_rows(self, rows: Mapping[str, Any], cfg: NLPConfig) -> list[tuple[str, str]]:
+        """A batch of Parquet rows for ``lepton predict -o OUT.parquet``: the texts of
+        ``task.data.text_column`` (a missing one is empty); ids from an ``id`` column."""
+        from engine.task_streaming import column_of, row_ids
+
+        texts = [
+            "" if t is None else str(t)
+            for t in column_of(rows, cfg.data.text_column, "task.data.text_column")
+        ]
+        return list(zip(row_ids(rows, texts), texts, strict=True))
+
     def evaluation_extras(
         self,
         model: torch.nn.Module,

@@ -61,3 +61,55 @@ def test_predict_refuses_a_csv_without_the_text_column(checkpoint: Path, tmp_pat
     assert out.returncode == 2, out.stderr[-2000:]
     assert "text" in out.stderr and str(bad) in out.stderr
     assert "Traceback" not in out.stderr
+
+
+def _parquet_texts(path: Path, texts: list[str], ids: list[str] | None = None) -> Path:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    columns = {"text": texts, **({"id": ids} if ids is not None else {})}
+    pq.write_table(pa.table(columns), path, row_group_size=16)
+    return path
+
+
+def test_predict_parquet_streams_through_ray_data(checkpoint: Path, tmp_path: Path) -> None:
+    """Parquet in (a folder of two files), Parquet out, through map_batches: every row
+    once, the in-process predictor's answers, ids from the id column, --keep'd columns."""
+    import pyarrow.parquet as pq
+
+    source = tickets_csv(tmp_path / "tickets.csv", n=50, seed=6)
+    with open(source, newline="") as fh:
+        texts = [r["text"] for r in csv.DictReader(fh)]
+    ids = [f"t{i}" for i in range(len(texts))]
+    _parquet_texts(tmp_path / "in" / "a.parquet", texts[:30], ids[:30])
+    _parquet_texts(tmp_path / "in" / "b.parquet", texts[30:], ids[30:])
+    out_dir = tmp_path / "preds.parquet"
+    args = ["predict", str(checkpoint), "-i", str(tmp_path / "in"), "-o", str(out_dir)]
+    out = run_lepton(*args, "--keep", "text", "--batch-size", "8")
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "50 predictions" in out.stderr
+    table = pq.read_table(out_dir).to_pandas().set_index("id").loc[ids]
+    expected = load_model(checkpoint).predictor().predict(texts)
+    assert list(table["text"]) == texts
+    assert list(table["label"]) == [e["label"] for e in expected]
+    assert list(table["score"]) == pytest.approx([e["score"] for e in expected], abs=1e-6)
+    assert not (tmp_path / "preds.parquet.partial").exists()
+    again = run_lepton(*args)
+    assert again.returncode == 2 and "--force" in again.stderr, again.stderr[-2000:]
+    assert run_lepton(*args, "--force").returncode == 0
+
+
+def test_predict_parquet_names_a_missing_column(checkpoint: Path, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"body": ["hello", "world"]}), tmp_path / "in.parquet")
+    out_dir = tmp_path / "preds.parquet"
+    out = run_lepton(
+        "predict", str(checkpoint), "-i", str(tmp_path / "in.parquet"), "-o", str(out_dir)
+    )
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "'text'" in out.stderr and "task.data.text_column" in out.stderr and "body" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not out_dir.exists() and not (tmp_path / "preds.parquet.partial").exists()

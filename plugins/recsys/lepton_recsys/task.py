@@ -184,6 +184,25 @@ class RecsysTask:
 
         return read_inputs(Path(path), cfg)
 
+    def inputs_from_rows(self, rows: Mapping[str, Any], cfg: RecsysConfig) -> list[tuple[str, Any]]:
+        """A batch of Parquet rows for ``lepton predict -o OUT.parquet``: one top-K request
+        per row, the user from ``task.data.user_column`` (and ``k`` from a ``k`` column, if
+        any); ids from an ``id`` column, else the user id."""
+        from engine.task_streaming import ID_COLUMN, column_of
+
+        users = [
+            u.item() if hasattr(u, "item") else u
+            for u in column_of(rows, cfg.data.user_column, "task.data.user_column")
+        ]
+        ks = rows.get("k")
+        requests: list[Any] = (
+            users
+            if ks is None
+            else [{"user": u, "k": int(k)} for u, k in zip(users, ks, strict=True)]
+        )
+        ids = [str(v) for v in rows[ID_COLUMN]] if ID_COLUMN in rows else [str(u) for u in users]
+        return list(zip(ids, requests, strict=True))
+
     def evaluation_extras(
         self,
         model: torch.nn.Module,

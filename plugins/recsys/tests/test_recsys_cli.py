@@ -100,3 +100,34 @@ def test_predict_writes_top_k_and_skips_bad_requests(checkpoint, tmp_path):
     assert [r["id"] for r in rows] == ["a", "c", "4"]
     assert len(rows[0]["items"]) == 3 and rows[1]["cold_start"] is True
     assert "b" in out.stderr and "Unknown item id 999999" in out.stderr
+
+
+@pytest.mark.slow
+def test_predict_parquet_streams_requests_and_skips_bad_rows(checkpoint, tmp_path):
+    """Parquet requests (user, k) through Ray Data's map_batches: top-K equal to the
+    in-process predictor's, an unknown user cold-started, a bad k skipped and named."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from engine.runs.checkpoint import load_model
+
+    ckpt, _ = checkpoint
+    users, ks = [1, 2, 3, 999999, 4], [3, 2, 4, 2, 0]
+    pq.write_table(pa.table({"user_id": users, "k": ks}), tmp_path / "requests.parquet")
+    out_dir = tmp_path / "top.parquet"
+    out = run_lepton(
+        "predict", str(ckpt), "-i", str(tmp_path / "requests.parquet"), "-o", str(out_dir)
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "4 predictions" in out.stderr and "1 skipped" in out.stderr
+    assert "skipped 4" in out.stderr and '"k" must be a positive integer' in out.stderr
+    table = pq.read_table(out_dir).to_pandas().set_index("id")
+    predictor = load_model(ckpt).predictor()
+    for user, k in zip(users[:4], ks[:4], strict=True):
+        (expected,) = predictor.predict([{"user": user, "k": k}])
+        row = table.loc[str(user)]
+        got = json.loads(row["items"])
+        assert [i["item"] for i in got] == [i["item"] for i in expected["items"]], user
+        assert [i["score"] for i in got] == pytest.approx([i["score"] for i in expected["items"]])
+        assert bool(row["cold_start"]) is expected["cold_start"]
+    assert bool(table.loc["999999"]["cold_start"]) is True

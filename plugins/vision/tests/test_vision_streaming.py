@@ -192,10 +192,18 @@ def test_streaming_matches_map_style_on_one_and_two_workers(ray_cluster, digits_
         assert abs(m["val/accuracy"] - s["val/accuracy"]) <= ACCURACY_TOLERANCE
         assert s["val/accuracy"] > 0.9
 
-        # The streamed validation of a checkpoint's weights is the map-style validation
-        # of the same weights (lepton evaluate reads the split map-style).
+        # lepton evaluate streams a streamed run's validation split (in this process,
+        # from the cluster's map_batches) and reproduces what training recorded; read
+        # map-style (task.data.streaming=false) the same weights score the same.
         result = evaluate(best[workers, True], [])
-        assert result["samples"] == n_val
+        assert result["streamed"] is True and result["samples"] == n_val
         recorded = result["recorded_metrics"]
+        mapped = evaluate(
+            best[workers, True],
+            ["task.data.streaming=false"],
+            output=tmp_path / f"map-eval-{workers}.json",
+        )
+        assert mapped["streamed"] is False and mapped["samples"] == n_val
         for key in ("val/accuracy", "val/f1", "val/loss"):
             assert result["metrics"][key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6)
+            assert mapped["metrics"][key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6)
