@@ -19,6 +19,7 @@ from engine.config.load import load_config
 from engine.errors import ClusterError, ConfigError
 from engine.runs.layout import read_metrics
 from engine.train.driver import train
+from engine.train.loop import LoopCallback
 from engine.train.streaming import StreamPlan, check_room_for_data
 
 #: Final val/accuracy gap allowed between the two paths (2 epochs on digits; accuracy
@@ -207,3 +208,59 @@ def test_streaming_matches_map_style_on_one_and_two_workers(ray_cluster, digits_
         for key in ("val/accuracy", "val/f1", "val/loss"):
             assert result["metrics"][key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6)
             assert mapped["metrics"][key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6)
+
+
+class KillOnce(LoopCallback):
+    """A loop callback that SIGKILLs its own worker at global ``step``, the first time only."""
+
+    def __init__(self, marker: Path, step: int) -> None:
+        self.marker, self.step = str(marker), step
+
+    def on_step_end(self, ctx, epoch, step):
+        import os
+        import signal
+
+        if step == self.step and not os.path.exists(self.marker):
+            Path(self.marker).write_text(f"killed at epoch {epoch} step {step}")
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+@pytest.mark.ray
+def test_a_killed_streaming_worker_resumes_by_restarting_its_epoch(
+    ray_cluster, digits_folder, tmp_path
+):
+    """Resume with streamed data restarts the interrupted epoch from its beginning (a
+    stream has no position to save): every epoch's row then counts the whole train split
+    and the whole validation split, as if nothing had happened."""
+    import sys
+
+    import ray.cloudpickle
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    folder, (n_train, n_val) = digits_folder
+    marker = tmp_path / "killed.txt"
+    steps = -(-n_train // 32)  # batches per epoch, one worker
+    loaded = load_config(
+        [
+            *_overrides(folder, True),
+            "scaling.num_workers=1",
+            "scaling.cpus_per_worker=1",
+            "trainer.epochs=3",
+            "trainer.max_failures=1",
+            f"run.dir={tmp_path}",
+            "run.name=killed",
+        ]
+    )
+    callback = KillOnce(marker, step=steps + steps // 2)  # mid-way through epoch 1
+    summary = train(
+        loaded.config, loaded.info, loaded.yaml, callbacks=[callback], echo=lambda _: None
+    )
+    assert marker.exists(), "the failure was never injected"
+    assert summary.status == "finished"
+    every = read_metrics(summary.run_dir, dedupe=False)
+    resumed = [r for r in every if r.get("resumed_from")]
+    assert len(resumed) == 1 and resumed[0]["epoch"] == 1, every
+    rows = read_metrics(summary.run_dir)
+    assert [r["epoch"] for r in rows] == [0, 1, 2]
+    assert all(r["samples"] == n_train and r["val_samples"] == n_val for r in rows), rows
+    assert rows[-1]["val/accuracy"] > 0.9
