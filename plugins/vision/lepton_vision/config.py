@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 
-FORMATS = ("digits", "imagefolder", "cifar10")
+FORMATS = ("digits", "imagefolder", "cifar10", "parquet")
+#: The formats ``task.data.streaming=true`` streams (the others load whole).
+STREAMED_FORMATS = ("imagefolder", "parquet")
 MODELS = ("small_cnn", "resnet18")
 
 
@@ -23,7 +25,11 @@ class VisionDataConfig:
     path: str | None = None
     val_fraction: float = 0.2
     image_size: int | None = None
-    #: Stream through Ray Data (lepton_vision.streaming): image folders only.
+    #: Parquet (``format=parquet``): the encoded images' column (bytes, or a struct
+    #: ``{bytes, path}`` as Hugging Face datasets write) and the class names' column.
+    image_column: str = "image"
+    label_column: str = "label"
+    #: Stream through Ray Data (lepton_vision.streaming): image folders and Parquet.
     streaming: bool = False
     #: More training images: a folder with one subfolder per class (what `lepton monitor
     #: export` writes), added to the training split only; resized to the data's size.
@@ -44,11 +50,15 @@ class VisionDataConfig:
             )
         if not 0.0 < self.val_fraction < 1.0:
             raise ValueError(f"task.data.val_fraction={self.val_fraction} must be between 0 and 1")
-        if self.streaming and self.format != "imagefolder":
+        if self.streaming and self.format not in STREAMED_FORMATS:
             raise ValueError(
-                f"task.data.streaming=true reads image folders; task.data.format={self.format} "
-                "is loaded whole (set task.data.format=imagefolder, or drop streaming)"
+                f"task.data.streaming=true reads image folders and Parquet; "
+                f"task.data.format={self.format} is loaded whole (set task.data.format="
+                "imagefolder or parquet, or drop streaming)"
             )
+        for key in ("image_column", "label_column"):
+            if not getattr(self, key):
+                raise ValueError(f"task.data.{key} must name a column")
         if self.image_size is not None and self.image_size < 4:
             raise ValueError(f"task.data.image_size={self.image_size} must be at least 4")
 

@@ -313,6 +313,11 @@ def load_images(cfg: VisionDataConfig, seed: int) -> LoadedImages:
         return load_digits_split(cfg, seed)
     if cfg.format == "imagefolder":
         return load_image_folder(cfg)
+    if cfg.format == "parquet":
+        from lepton_vision.parquet_data import load_parquet_images
+
+        loaded: LoadedImages = load_parquet_images(cfg, seed)
+        return loaded
     return load_cifar10(cfg)
 
 

@@ -1,4 +1,4 @@
-"""An image folder streamed through Ray Data (``task.data.streaming=true``).
+"""An image folder or Parquet of images streamed through Ray Data (``task.data.streaming=true``).
 
 Built once in the driver of ``lepton train`` (:func:`build_streaming`): the folder is
 scanned as the map-style path scans it (the same files, classes from the directory
@@ -13,6 +13,14 @@ Train files are shuffled per epoch (``FileShuffleConfig`` seeded by ``seed``, re
 each execution) and within each worker's local shuffle buffer (:data:`SHUFFLE_BUFFER`
 rows). Augmentation draws come from a fresh generator per batch: streamed runs are not
 bit-for-bit reproducible (Ray Data's row order is not either).
+
+Parquet (:func:`build_parquet_streaming`): the footers are read and checked in the driver
+(``engine.parquet_files``), the classes come from one pass over the label column, the
+normalisation statistics from the same training images as the map-style path's
+(:func:`lepton_vision.parquet_data.stats_sample`); each split is read one row group per
+task (``engine.parquet_files.read_row_groups``: a damaged row group is an error naming
+the file and the row group; train's row groups in a new seeded order each epoch), then
+decoded and augmented in ``map_batches`` as above (:func:`decode_rows`).
 """
 
 from __future__ import annotations
@@ -51,6 +59,8 @@ def build_streaming(
         scan_image_folder,
     )
 
+    if cfg.data.format == "parquet":
+        return build_parquet_streaming(cfg, seed=seed, artifacts=artifacts)
     assert cfg.data.path is not None
     root = Path(cfg.data.path).resolve()  # Ray Data's readers run in other processes
     class_names, splits = scan_image_folder(root)
@@ -118,6 +128,101 @@ def decode_batch(
         rel = Path(str(path)).relative_to(split_dir)
         ys.append(labels[rel.parts[0]])
         images.append(load_image_file(Path(str(path)), channels, size, data=bytes(data)))
+    return _finish(images, np.asarray(ys, dtype=np.int64), channels, size, augment)
+
+
+def build_parquet_streaming(
+    cfg: VisionConfig, *, seed: int, artifacts: Mapping[str, Any] | None = None
+) -> StreamingData:
+    """Parquet of encoded images (``cfg.data.path``'s ``train/`` and ``val/``) as Ray Data
+    datasets (in the driver, Ray up)."""
+    from engine.parquet_files import read_row_groups
+    from lepton_vision.data import build_augment
+    from lepton_vision.parquet_data import (
+        class_names,
+        infer_channels,
+        parquet_stats,
+        scan_parquet_splits,
+    )
+
+    splits = scan_parquet_splits(cfg.data)
+    names = class_names(splits)
+    if artifacts is None:
+        channels, size = infer_channels(splits), cfg.data.image_size or 32
+        mean, std = parquet_stats(splits, channels, size, seed)
+    else:
+        if names != list(artifacts["class_names"]):
+            raise DataError(
+                f"The data's classes {names} differ from the model's "
+                f"{list(artifacts['class_names'])}."
+            )
+        channels, size = int(artifacts["channels"]), int(artifacts["image_size"])
+        mean, std = list(artifacts["mean"]), list(artifacts["std"])
+    augment = build_augment(cfg.data.augment, size)
+
+    def read(split: str) -> Any:
+        decode = functools.partial(
+            decode_rows,
+            image_column=splits.image_column,
+            label_column=splits.label_column,
+            labels={name: i for i, name in enumerate(names)},
+            channels=channels,
+            size=size,
+            augment=augment if split == "train" else None,
+        )
+        ds = read_row_groups(
+            splits.files[split],
+            splits.columns,
+            schema=splits.schema,
+            shuffle_seed=seed if split == "train" else None,
+            source_columns=True,
+        )
+        return ds.map_batches(decode, batch_size=DECODE_BATCH, batch_format="numpy")
+
+    return StreamingData(
+        train=read("train"),
+        val=read("val"),
+        to_batch=Normalize(mean, std),
+        artifacts={
+            "class_names": names,
+            "channels": channels,
+            "image_size": size,
+            "mean": mean,
+            "std": std,
+        },
+        train_rows=splits.rows("train"),
+        val_rows=splits.rows("val"),
+        shuffle_buffer=SHUFFLE_BUFFER,
+    )
+
+
+def decode_rows(
+    batch: dict[str, np.ndarray],
+    *,
+    image_column: str,
+    label_column: str,
+    labels: Mapping[str, int],
+    channels: int,
+    size: int,
+    augment: Any = None,
+) -> dict[str, np.ndarray]:
+    """Ray Data ``map_batches``: Parquet rows (encoded images, class names, and the
+    source columns of ``read_row_groups``) → ``image`` and ``label`` as
+    :func:`decode_batch` gives them."""
+    from engine.parquet_files import FILE_COLUMN, ROW_COLUMN
+    from lepton_vision.parquet_data import decode
+
+    images = []
+    for i, cell in enumerate(batch[image_column]):
+        where = f"row {int(batch[ROW_COLUMN][i])} of {batch[FILE_COLUMN][i]}"
+        images.append(decode(cell, channels, size, where))
+    ys = np.asarray([labels[str(v)] for v in batch[label_column]], dtype=np.int64)
+    return _finish(images, ys, channels, size, augment)
+
+
+def _finish(
+    images: list[torch.Tensor], ys: np.ndarray, channels: int, size: int, augment: Any
+) -> dict[str, np.ndarray]:
     if not images:
         return {
             "image": np.zeros((0, channels, size, size), np.uint8),
@@ -129,7 +234,7 @@ def decode_batch(
         out = augment(x.float().div_(255.0), generator).numpy()
     else:
         out = x.numpy()
-    return {"image": out, "label": np.asarray(ys, dtype=np.int64)}
+    return {"image": out, "label": ys}
 
 
 class Normalize:

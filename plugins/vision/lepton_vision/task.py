@@ -52,6 +52,10 @@ class VisionTask:
             # Validation first: a bad validation image costs a whole epoch to find.
             paths = [p for split in ("val", "train") for p, _ in splits[split]]
             check_image_headers(Path(data.path), paths)
+        elif data.format == "parquet":
+            from lepton_vision.parquet_data import scan_parquet_splits
+
+            scan_parquet_splits(data)  # every footer, both columns, one type per column
         else:
             from lepton_vision.cifar import check_cifar
 
@@ -71,7 +75,12 @@ class VisionTask:
             from lepton_vision.feedback_data import add_extra
 
             loaded = add_extra(loaded, Path(cfg.data.extra))
-        if artifacts is None:
+        if artifacts is None and cfg.data.format == "parquet" and not cfg.data.extra:
+            from lepton_vision.parquet_data import parquet_stats, scan_parquet_splits
+
+            splits = scan_parquet_splits(cfg.data)
+            mean, std = parquet_stats(splits, loaded.channels, loaded.size, seed)
+        elif artifacts is None:
             mean, std = channel_stats(loaded.train, loaded.channels, loaded.size)
         else:  # a trained model on (possibly new) data: keep its classes and normalisation
             if loaded.class_names != list(artifacts["class_names"]):
@@ -106,6 +115,42 @@ class VisionTask:
         for file in sorted(path.rglob("*")):
             if file.is_file() and file.suffix.lower() in IMAGE_SUFFIXES:
                 yield str(file.relative_to(path)), file
+
+    def inputs_from_rows(self, rows: Mapping[str, Any], cfg: VisionConfig) -> list[tuple[str, Any]]:
+        """A batch of table rows (``map_batches(batch_format="numpy")``) → ``(id, image)``
+        pairs for the predictor: the image column (``task.data.image_column``: encoded
+        bytes or ``{bytes, path}`` structs) decoded to uint8 ``H×W×C`` arrays, converted
+        and resized as training decodes (greyscale stays one channel, anything else RGB;
+        ``task.data.image_size``, else the format's default size). Ids: the ``id`` column,
+        else the image's ``path`` (struct field or column), else the SHA-1 of the bytes
+        (12 hex digits). A row whose bytes are no image goes on as a ``data:`` URI of
+        them, a null image as None: the predictor's own error then names that row only."""
+        import base64
+
+        from lepton_vision.parquet_data import channels_of, decode, image_bytes, row_id
+
+        column = cfg.data.image_column
+        if column not in rows:
+            raise DataError(
+                f"The rows have no image column {column!r} (their columns: "
+                f"{', '.join(map(str, rows)) or '(none)'}).",
+                hint="Set task.data.image_column to the column holding the encoded images.",
+            )
+        size = cfg.data.image_size or (8 if cfg.data.format == "digits" else 32)
+        out: list[tuple[str, Any]] = []
+        for i, cell in enumerate(rows[column]):
+            data, where = image_bytes(cell), f"row {i} of the batch"
+            item: Any = None
+            if data is not None:
+                try:
+                    image = decode(cell, channels_of(data, where), size, where)
+                    item = image.permute(1, 2, 0).numpy()
+                except DataError:
+                    item = "data:application/octet-stream;base64," + base64.b64encode(data).decode(
+                        "ascii"
+                    )
+            out.append((row_id(i, rows, cell, data or b""), item))
+        return out
 
     def validation_inputs(
         self, cfg: VisionConfig, artifacts: Mapping[str, Any], *, seed: int, limit: int
