@@ -1,7 +1,9 @@
 """``lepton predict`` over a table, streamed: Parquet in, Parquet out, through Ray Data.
 
 Chosen when ``-o`` names a ``.parquet`` output (:func:`wants_table_output`). The input (a
-Parquet file, or a folder of them) is read with ``ray.data.read_parquet`` and predicted
+Parquet file, or a folder of them) has its footers checked (:mod:`engine.parquet_files`: a
+column whose type differs between files is named) and is read one row group per task (a
+corrupt row group is named), then predicted
 in ``map_batches`` by a pool of actors, each holding the checkpoint's predictor
 (:class:`PredictBatches`); the task turns each batch of rows into its predictor's inputs
 (``inputs_from_rows``, :class:`engine.task.ReadsRows`). No process holds the whole
@@ -39,22 +41,15 @@ def wants_table_output(output: str | os.PathLike[str] | None) -> bool:
 
 def parquet_inputs(source: Path) -> list[Path]:
     """The Parquet files of ``source`` (a file, or a folder searched recursively)."""
-    if source.is_file():
-        if source.suffix.lower() != PARQUET:
-            raise DataError(
-                f"Input {source} is not a Parquet file; a .parquet output is written from "
-                "Parquet input.",
-                hint="Pass a .parquet file or folder as --input, or write -o as .jsonl/.csv.",
-            )
-        return [source]
-    files = sorted(p for p in source.rglob(f"*{PARQUET}") if p.is_file())
-    if not files:
+    from engine.parquet_files import parquet_files
+
+    if source.is_file() and source.suffix.lower() != PARQUET:
         raise DataError(
-            f"No Parquet files under {source}.",
-            hint="Pass a .parquet file or a folder of them as --input, or write -o as "
-            ".jsonl/.csv to predict from the task's own input formats.",
+            f"Input {source} is not a Parquet file; a .parquet output is written from "
+            "Parquet input.",
+            hint="Pass a .parquet file or folder as --input, or write -o as .jsonl/.csv.",
         )
-    return files
+    return parquet_files(source)
 
 
 def check_table_output(output: Path, *, force: bool) -> None:
@@ -178,6 +173,8 @@ def predict_table(
     """Predict every row of the Parquet ``source`` into the Parquet folder ``output``."""
     import pyarrow.parquet as pq
 
+    from engine.parquet_files import check_parquet_files, read_footer, read_row_groups, row_groups
+
     if not loaded.info.features.reads_rows:
         raise CheckpointError(
             f"Task {loaded.info.name!r} cannot predict from a table (no inputs_from_rows).",
@@ -185,15 +182,10 @@ def predict_table(
         )
     check_table_output(output, force=force)
     files = parquet_inputs(source)
-    rows_in = 0
-    for file in files:
-        try:
-            rows_in += pq.read_metadata(file).num_rows
-        except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
-            raise DataError(
-                f"Cannot read the Parquet file {file}: {exc}",
-                hint="Replace or remove the file.",
-            ) from None
+    # Every footer read, every column the same type in every file, before Ray starts.
+    columns = read_footer(files[0]).schema.to_arrow_schema().names
+    schema = check_parquet_files(files, columns)
+    rows_in = sum(group.rows for group in row_groups(files))
     partial = output.with_name(output.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)  # a crashed earlier run's leftovers
     from engine.train.cluster import ray_cluster
@@ -210,7 +202,8 @@ def predict_table(
         # (stack traces, on stderr) is quieted for this run.
         context.raise_original_map_exception = True
         logging.getLogger("ray.data").setLevel(logging.CRITICAL)
-        ds = ray.data.read_parquet([str(f.resolve()) for f in files])
+        # One row group per read task: a corrupt one is named (file and row group).
+        ds = read_row_groups([f.resolve() for f in files], columns, schema=schema)
         predicted = ds.map_batches(
             PredictBatches,
             fn_constructor_args=(str(checkpoint), list(overrides), on_error, list(keep)),

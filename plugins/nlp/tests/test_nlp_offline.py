@@ -113,3 +113,18 @@ def test_predict_parquet_names_a_missing_column(checkpoint: Path, tmp_path: Path
     assert "'text'" in out.stderr and "task.data.text_column" in out.stderr and "body" in out.stderr
     assert "Traceback" not in out.stderr
     assert not out_dir.exists() and not (tmp_path / "preds.parquet.partial").exists()
+
+
+def test_predict_parquet_names_a_column_whose_type_differs_between_files(
+    checkpoint: Path, tmp_path: Path
+) -> None:
+    _parquet_texts(tmp_path / "in" / "a.parquet", ["one", "two"], ["1", "2"])
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    pq.write_table(pa.table({"text": ["three"], "id": [3]}), tmp_path / "in" / "b.parquet")
+    out_dir = tmp_path / "preds.parquet"
+    out = run_lepton("predict", str(checkpoint), "-i", str(tmp_path / "in"), "-o", str(out_dir))
+    assert out.returncode == 2, out.stderr[-3000:]
+    assert "'id'" in out.stderr and "b.parquet" in out.stderr and "a.parquet" in out.stderr
+    assert "Traceback" not in out.stderr and not out_dir.exists()
