@@ -36,6 +36,21 @@ Each contract point below is a separate check; the first one that fails raises a
 
 Overrides should make the data tiny: the kit is meant to run in seconds (on one CPU
 thread, without Ray).
+
+A task that streams (``task.data.streaming=true``, see docs/architecture.md) has one more
+point, checked by :func:`check_streaming` (or ``test_streaming =
+streaming_contract_test("NAME", overrides)``) inside a Ray cluster, the running one or a
+local one it starts with two CPUs; a task whose config has no ``task.data.streaming`` is
+skipped, with that reason:
+
+``streaming``   with ``task.data.streaming=true`` the config composes, ``check`` accepts
+                it, and ``build_data`` returns ``StreamingData``: Ray Data ``train``/``val``
+                with rows (``train_rows``/``val_rows``, when given, their counts; as many
+                rows as the map-style splits), a picklable ``to_batch``, and the map-style
+                artifacts for the same config and seed (same keys, equal values, floats
+                to 1e-9; a ``streaming`` entry of its own is allowed). Its first train batch (``iter_torch_batches`` + ``to_batch``)
+                trains as in ``training``, and the trained model's validation metrics
+                over the streamed split equal those over the map-style split (to 1e-4)
 """
 
 from __future__ import annotations
@@ -56,6 +71,7 @@ if TYPE_CHECKING:
     from engine.config.schema import LeptonConfig
     from engine.plugins import PluginRegistry
     from engine.task import DataBundle, TaskInfo
+    from engine.testing_streaming import StreamingReport
 
 #: Optimizer steps on one fixed batch in the ``training`` check.
 TRAINING_STEPS = 20
@@ -109,6 +125,24 @@ def contract_test(
 
     test_task_contract.__name__ = test_task_contract.__qualname__ = f"test_{task}_contract"
     return test_task_contract
+
+
+def streaming_contract_test(
+    task: str, overrides: Sequence[str] = (), *, registry: PluginRegistry | None = None
+) -> Callable[[], None]:
+    """A pytest test running :func:`check_streaming`; it is skipped, with the reason, for
+    a task that does not stream: ``test_streaming = streaming_contract_test("vision", ...)``."""
+
+    def test_task_streaming() -> None:
+        import pytest
+
+        report = check_streaming(task, list(overrides), registry=registry)
+        if report.skipped:
+            pytest.skip(report.summary())
+        print(report.summary())
+
+    test_task_streaming.__name__ = test_task_streaming.__qualname__ = f"test_{task}_streaming"
+    return test_task_streaming
 
 
 def check_task_contract(
@@ -179,6 +213,169 @@ def _run_checks(
         _check_serving(info, cfg, bundle, model, registry, Path(tmp_path), report, seconds)
     report.seconds = seconds
     return report
+
+
+def check_streaming(
+    task: str | TaskInfo,
+    overrides: Sequence[str] = (),
+    *,
+    registry: PluginRegistry | None = None,
+    steps: int = TRAINING_STEPS,
+) -> StreamingReport:
+    """The ``streaming`` point: ``task``'s data with ``task.data.streaming=true`` against
+    the map-style data of the same overrides and seed. Raises :class:`ContractError`
+    (point ``streaming``) naming what differs; returns a report, whose ``skipped`` says
+    why when the task's config has no ``task.data.streaming``. Runs inside a Ray cluster
+    (:func:`engine.testing_streaming.ray_session`), on one CPU thread."""
+    import torch
+
+    from engine.plugins import get_registry
+    from engine.testing_streaming import StreamingReport, ray_session
+
+    registry = registry or get_registry()
+    name = task if isinstance(task, str) else task.task.name
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        info = _check_registered(name, registry)
+        plain = _check_config(name, _stream_overrides(overrides, None), registry)
+        if not _has_streaming_key(plain.task):
+            return StreamingReport(
+                task=name, skipped="its config has no task.data.streaming: it does not stream"
+            )
+        with ray_session():
+            return _run_streaming_checks(info, name, overrides, registry, steps)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run_streaming_checks(
+    info: TaskInfo, name: str, overrides: Sequence[str], registry: PluginRegistry, steps: int
+) -> StreamingReport:
+    import pickle
+
+    import torch
+
+    from engine import testing_streaming as ts
+    from engine.task import StreamingData
+
+    point, seconds = "streaming", dict[str, float]()
+    try:
+        cfg = _check_config(name, _stream_overrides(overrides, True), registry)
+    except ContractError as exc:
+        raise ContractError(
+            point, f"with task.data.streaming=true: {exc.problem}", exc.fix
+        ) from None
+    with _timed(seconds, "data"):
+        _guard(point, "task.check(cfg) raised on the streaming config", info.task.check, cfg.task)
+        data = _guard(point, "build_data raised", info.task.build_data, cfg.task, seed=cfg.seed)
+        if not isinstance(data, StreamingData):
+            raise ContractError(
+                point,
+                f"with task.data.streaming=true build_data returned {type(data).__name__}, "
+                "not engine.task.StreamingData",
+                "return StreamingData(train=<ray.data.Dataset>, val=..., to_batch=...) when "
+                "cfg.data.streaming is set",
+            )
+        for split in ("train", "val"):
+            problem = ts.dataset_problem(split, getattr(data, split))
+            if problem:
+                raise ContractError(
+                    point, problem, "read the data with ray.data (read_*, map_batches)"
+                )
+            ts.quiet(getattr(data, split))
+        try:
+            pickle.loads(pickle.dumps(data.to_batch))
+        except Exception as exc:
+            raise ContractError(
+                point,
+                f"StreamingData.to_batch does not pickle ({_describe(exc)}); it runs on "
+                "every worker",
+                "make to_batch a module-level function or an instance of a module-level class",
+            ) from None
+        _check_artifacts(data.artifacts, point)
+        rows = {}
+        for split in ("train", "val"):
+            dataset, given = getattr(data, split), getattr(data, f"{split}_rows")
+            rows[split] = _guard(point, f"counting the {split} rows raised", ts.count_rows, dataset)
+            if rows[split] == 0:
+                raise ContractError(
+                    point,
+                    f"the streamed {split} dataset holds no rows",
+                    "check the data path and split options in the overrides the kit was given",
+                )
+            if given is not None and given != rows[split]:
+                raise ContractError(
+                    point,
+                    f"StreamingData.{split}_rows={given}, but the {split} dataset holds "
+                    f"{rows[split]} rows",
+                    f"set {split}_rows to the dataset's row count, or leave it None (the "
+                    "engine counts)",
+                )
+        bundle = _guard(
+            point, "build_data raised map-style", info.build_data, cfg.task, seed=cfg.seed
+        )
+        difference = ts.artifact_difference(bundle.artifacts, data.artifacts)
+        if difference:
+            raise ContractError(
+                point,
+                f"the streamed artifacts differ from the map-style ones for the same config "
+                f"and seed: {difference}",
+                "fit the encodings (statistics, vocabulary, classes) as build_data does "
+                "map-style: a streamed run's checkpoint must predict like a map-style one",
+            )
+        for split in ("train", "val"):
+            expected = _length(getattr(bundle, split))
+            if expected is not None and expected != rows[split]:
+                raise ContractError(
+                    point,
+                    f"the streamed {split} split holds {rows[split]} rows, the map-style one "
+                    f"{expected} (same config and seed)",
+                    "split the data as the map-style path does: the same rows on each side",
+                )
+    metric, _ = _task_metric(info, cfg.task)
+    report = ts.StreamingReport(task=name, train_rows=rows["train"], val_rows=rows["val"])
+    with _timed(seconds, "training"):
+        first = _guard(
+            point,
+            "the first train batch (iter_torch_batches, then to_batch) raised",
+            next,
+            ts.batches(data.train, cfg.trainer.batch_size, data.to_batch),
+        )
+        torch.manual_seed(cfg.seed)
+        model = _guard(point, "build_model raised", info.task.build_model, cfg.task, data.artifacts)
+        on = " on the first streamed train batch (iter_torch_batches, then to_batch)"
+        report.losses = _train_on_batch(info, cfg, first, model, steps, point, on)
+    with _timed(seconds, "metrics"):
+        val = ts.batches(data.val, cfg.trainer.batch_size, data.to_batch)
+        report.metrics = _validate(info, cfg, data.artifacts, model, metric, val, None, point)
+        loader = _val_loader(bundle, cfg)
+        report.map_metrics = _validate(
+            info, cfg, bundle.artifacts, model, metric, loader, None, point
+        )
+    differences = ts.metric_differences(report.metrics, report.map_metrics)
+    if differences:
+        raise ContractError(
+            point,
+            "with the same model, validation over the streamed split differs from validation "
+            f"over the map-style split: {'; '.join(differences)}",
+            "stream the map-style validation rows, encoded the same way: to_batch must give "
+            "validation_step what the map-style loader gives it",
+        )
+    report.seconds = seconds
+    return report
+
+
+def _stream_overrides(overrides: Sequence[str], on: bool | None) -> list[str]:
+    from engine.testing_streaming import streaming_overrides
+
+    return streaming_overrides(overrides, on)
+
+
+def _has_streaming_key(task_cfg: Any) -> bool:
+    from engine.testing_streaming import has_streaming_key
+
+    return has_streaming_key(task_cfg)
 
 
 # -- the checks --------------------------------------------------------------------
@@ -304,10 +501,10 @@ def _check_data(info: TaskInfo, cfg: LeptonConfig) -> DataBundle:
     return bundle
 
 
-def _check_artifacts(artifacts: Any) -> None:
+def _check_artifacts(artifacts: Any, point: str = "data") -> None:
     if not isinstance(artifacts, dict):
         raise ContractError(
-            "data",
+            point,
             f"artifacts is a {type(artifacts).__name__}, not a dict",
             "return a dict of JSON-ready values (lists, str, int, float, bool, None, dicts)",
         )
@@ -315,14 +512,14 @@ def _check_artifacts(artifacts: Any) -> None:
         text = json.dumps(artifacts, allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise ContractError(
-            "data",
+            point,
             f"artifacts are not JSON-serialisable: {exc}",
             "convert numpy/torch values with .tolist() or float(); replace NaN/inf; they are "
             "stored in the checkpoint's task.json",
         ) from None
     if _normalised(json.loads(text)) != _normalised(artifacts):
         raise ContractError(
-            "data",
+            point,
             "artifacts change when written to JSON and read back (e.g. int dict keys "
             "become strings)",
             "use string keys; build_model and build_predictor receive the JSON round trip "
@@ -333,6 +530,21 @@ def _check_artifacts(artifacts: Any) -> None:
 def _check_training(
     info: TaskInfo, cfg: LeptonConfig, bundle: DataBundle, model: Any, steps: int
 ) -> list[float]:
+    batch = _first_batch(bundle, "train", cfg.trainer.batch_size)
+    return _train_on_batch(info, cfg, batch, model, steps, "training")
+
+
+def _train_on_batch(
+    info: TaskInfo,
+    cfg: LeptonConfig,
+    batch: Any,
+    model: Any,
+    steps: int,
+    point: str,
+    on: str = "",
+) -> list[float]:
+    """``steps`` optimizer steps on one fixed batch (``on``: which, for messages); the
+    losses (the last must be lower)."""
     import torch
 
     from engine.train.loop import move_to_device
@@ -340,27 +552,25 @@ def _check_training(
 
     if not isinstance(model, torch.nn.Module):
         raise ContractError(
-            "training",
+            point,
             f"build_model returned {type(model).__name__}, not torch.nn.Module",
             "return an untrained torch.nn.Module",
         )
-    batch = move_to_device(
-        _first_batch(bundle, "train", cfg.trainer.batch_size), torch.device("cpu")
-    )
+    batch = move_to_device(batch, torch.device("cpu"))
     optimizer = build_optimizer(model.parameters(), cfg.optimizer)
     model.train()
     losses: list[float] = []
     for step in range(steps + 1):
         optimizer.zero_grad(set_to_none=True)
-        loss = _guard("training", "training_step raised", info.task.training_step, model, batch)
-        _check_scalar_loss("training", "training_step", loss)
+        loss = _guard(point, f"training_step{on} raised", info.task.training_step, model, batch)
+        _check_scalar_loss(point, "training_step", loss)
         losses.append(float(loss.detach()))
         if step == steps:
             break
         loss.backward()
         if step == 0 and not any(p.grad is not None for p in model.parameters()):
             raise ContractError(
-                "training",
+                point,
                 "no model parameter received a gradient from the training_step loss",
                 "compute the loss from model(batch) without .detach(), .item() or no_grad",
             )
@@ -369,7 +579,7 @@ def _check_training(
         optimizer.step()
     if not losses[-1] < losses[0]:
         raise ContractError(
-            "training",
+            point,
             f"{steps} optimizer steps on one fixed training batch did not lower the loss "
             f"({losses[0]:.5f} -> {losses[-1]:.5f})",
             "check that training_step's loss depends on the model's output and targets, "
@@ -379,59 +589,75 @@ def _check_training(
 
 
 def _check_metrics(
-    info: TaskInfo, cfg: LeptonConfig, bundle: DataBundle, model: Any, metric: str
+    info: TaskInfo,
+    cfg: LeptonConfig,
+    bundle: DataBundle,
+    model: Any,
+    metric: str,
+    batches: int | None = _VAL_BATCHES,
+) -> dict[str, float]:
+    """The metrics after ``validation_step`` on the first ``batches`` validation batches
+    (None: all of them)."""
+    return _validate(
+        info, cfg, bundle.artifacts, model, metric, _val_loader(bundle, cfg), batches, "metrics"
+    )
+
+
+def _val_loader(bundle: DataBundle, cfg: LeptonConfig) -> Any:
+    from torch.utils.data import DataLoader
+
+    return DataLoader(
+        bundle.val, batch_size=cfg.trainer.batch_size, shuffle=False, collate_fn=bundle.collate_fn
+    )
+
+
+def _validate(
+    info: TaskInfo,
+    cfg: LeptonConfig,
+    artifacts: Any,
+    model: Any,
+    metric: str,
+    loader: Any,
+    batches: int | None,
+    point: str,
 ) -> dict[str, float]:
     import torch
-    from torch.utils.data import DataLoader
     from torchmetrics import MetricCollection
 
     from engine.train.loop import move_to_device
 
-    metrics = _guard(
-        "metrics", "build_metrics raised", info.task.build_metrics, cfg.task, bundle.artifacts
-    )
+    metrics = _guard(point, "build_metrics raised", info.task.build_metrics, cfg.task, artifacts)
     if not isinstance(metrics, MetricCollection):
         raise ContractError(
-            "metrics",
+            point,
             f"build_metrics returned {type(metrics).__name__}, not a torchmetrics MetricCollection",
             "return MetricCollection({'accuracy': ..., ...}) with names without 'val/'",
         )
-    loader = DataLoader(
-        bundle.val,
-        batch_size=cfg.trainer.batch_size,
-        shuffle=False,
-        collate_fn=bundle.collate_fn,
-    )
     model.eval()
     with torch.no_grad():
         for i, batch in enumerate(loader):
-            if i == _VAL_BATCHES:
+            if i == batches:
                 break
             batch = move_to_device(batch, torch.device("cpu"))
             loss = _guard(
-                "metrics",
-                "validation_step raised",
-                info.task.validation_step,
-                model,
-                batch,
-                metrics,
+                point, "validation_step raised", info.task.validation_step, model, batch, metrics
             )
-            _check_scalar_loss("metrics", "validation_step", loss)
-    raw = _guard("metrics", "MetricCollection.compute() raised", metrics.compute)
+            _check_scalar_loss(point, "validation_step", loss)
+    raw = _guard(point, "MetricCollection.compute() raised", metrics.compute)
     computed: dict[str, float] = {}
     for key, value in raw.items():
         try:
             computed[f"val/{key}"] = float(value)
         except (TypeError, ValueError, RuntimeError):
             raise ContractError(
-                "metrics",
+                point,
                 f"metric {key!r} computes to {type(value).__name__}, not a scalar "
                 "(the engine logs float(value))",
                 "give every metric a scalar result (e.g. average='macro'/'micro')",
             ) from None
     if metric not in computed:
         raise ContractError(
-            "metrics",
+            point,
             f"the task's default metric {metric!r} is not among the computed metrics "
             f"{sorted(computed)}",
             f"add {metric.removeprefix('val/')!r} to build_metrics, or change "
@@ -439,7 +665,7 @@ def _check_metrics(
         )
     if any(k.startswith("val/val/") for k in computed):
         raise ContractError(
-            "metrics",
+            point,
             "metric names already carry the 'val/' prefix",
             "name metrics without 'val/'; the engine adds it",
         )

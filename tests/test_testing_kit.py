@@ -4,6 +4,7 @@ contract point that describes its bug, with a message that says what to fix."""
 from __future__ import annotations
 
 import types
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -14,8 +15,14 @@ import torch.nn.functional as F
 
 from engine.hookspecs import hookimpl
 from engine.plugins import PluginRegistry
-from engine.task import DataBundle
-from engine.testing import ContractError, check_task_contract, contract_test
+from engine.task import DataBundle, StreamingData
+from engine.testing import (
+    ContractError,
+    check_streaming,
+    check_task_contract,
+    contract_test,
+    streaming_contract_test,
+)
 from lepton_vision.predictor import VisionPredictor
 from lepton_vision.task import VisionTask
 
@@ -324,3 +331,152 @@ test_contract_test_builds_a_pytest_function = contract_test("vision", TINY)
 
 def test_contract_test_function_is_named_for_the_task():
     assert test_contract_test_builds_a_pytest_function.__name__ == "test_vision_contract"
+
+
+# -- the streaming point (check_streaming) --------------------------------------------
+
+
+def _write_image_folder(root: Path) -> Path:
+    """Two classes of random 8x8 grey images, as ``root/{train,val}/<class>/<i>.png``."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (("train", 24), ("val", 8)):
+        for name in ("a", "b"):
+            folder = root / split / name
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 256, (8, 8), dtype=np.uint8)
+                Image.fromarray(pixels, mode="L").save(folder / f"{i}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory) -> list[str]:
+    root = _write_image_folder(tmp_path_factory.mktemp("kit_images"))
+    return [
+        "task.data.format=imagefolder",
+        f"task.data.path={root}",
+        "task.data.image_size=8",
+        "trainer.batch_size=16",
+    ]
+
+
+class _Flatten:
+    """A to_batch wrapper with a bug: images flattened to vectors."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner = inner
+
+    def __call__(self, batch: dict[str, Any]) -> Any:
+        x, y = self.inner(batch)
+        return x.flatten(1), y
+
+
+class FlatToBatch(VisionTask):
+    def build_data(self, cfg: Any, *, seed: int, artifacts: Any = None) -> Any:
+        data = super().build_data(cfg, seed=seed, artifacts=artifacts)
+        if isinstance(data, StreamingData):
+            data.to_batch = _Flatten(data.to_batch)
+        return data
+
+
+class RefitsWhenStreaming(VisionTask):
+    def build_data(self, cfg: Any, *, seed: int, artifacts: Any = None) -> Any:
+        data = super().build_data(cfg, seed=seed, artifacts=artifacts)
+        if isinstance(data, StreamingData):  # bug: other statistics than map-style's
+            data.artifacts = {**data.artifacts, "mean": [m + 0.1 for m in data.artifacts["mean"]]}
+        return data
+
+
+@pytest.mark.ray
+def test_streaming_vision_passes_against_its_map_style_path(ray_cluster, image_folder):
+    report = check_streaming("vision", image_folder, registry=_registry(VisionTask()))
+    print(report.summary())
+    assert report.skipped is None
+    assert (report.train_rows, report.val_rows) == (48, 16)
+    assert report.losses[-1] < report.losses[0] and len(report.losses) == 21
+    assert report.metrics == pytest.approx(report.map_metrics, abs=1e-4)
+    assert "val/accuracy" in report.metrics and "streams as it trains" in report.summary()
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize(
+    ("task", "phrases"),
+    [
+        (
+            FlatToBatch(),
+            [
+                "training_step on the first streamed train batch (iter_torch_batches, then "
+                "to_batch) raised",
+                "RuntimeError",
+            ],
+        ),
+        (
+            RefitsWhenStreaming(),
+            ["streamed artifacts differ from the map-style ones", "artifacts['mean'][0]"],
+        ),
+    ],
+    ids=lambda v: type(v).__name__ if isinstance(v, VisionTask) else None,
+)
+def test_a_broken_streaming_path_fails_the_streaming_point(
+    ray_cluster, image_folder, task, phrases
+):
+    with pytest.raises(ContractError) as info:
+        check_streaming("vision", image_folder, registry=_registry(task))
+    text = str(info.value)
+    assert info.value.point == "streaming", text
+    assert text.startswith("[contract: streaming] ") and "\n  fix: " in text
+    for phrase in phrases:
+        assert phrase in text, text
+
+
+@dataclass
+class _PlainData:
+    path: str | None = None
+
+
+@dataclass
+class _PlainConfig:
+    data: _PlainData = field(default_factory=_PlainData)
+
+
+class NoStreamingKey(VisionTask):
+    name = "plain_kit"
+    config_class = _PlainConfig
+
+
+def test_a_task_without_streaming_is_skipped_with_the_reason(tmp_path):
+    conf = tmp_path / "conf" / "task"
+    conf.mkdir(parents=True)
+    (conf / "plain_kit.yaml").write_text(
+        "# @package _global_\ntask:\n  name: plain_kit\n  data:\n    path: null\n"
+    )
+    module = types.ModuleType("kit_plain")
+    module.lepton_register_tasks = hookimpl(lambda register: register(NoStreamingKey()))  # type: ignore[attr-defined]
+    module.lepton_config_dirs = hookimpl(lambda: [tmp_path / "conf"])  # type: ignore[attr-defined]
+    registry = PluginRegistry()
+    assert registry.add_plugin(module, "kit_plain"), registry.problems
+    report = check_streaming("plain_kit", [], registry=registry)
+    assert report.skipped == "its config has no task.data.streaming: it does not stream"
+    assert "streaming check skipped" in report.summary()
+    test = streaming_contract_test("plain_kit", [], registry=registry)
+    assert test.__name__ == "test_plain_kit_streaming"
+    with pytest.raises(pytest.skip.Exception, match="does not stream"):
+        test()
+
+
+def test_artifact_differences_name_the_place():
+    from engine.testing_streaming import artifact_difference
+
+    saved = {"mean": [0.5, 0.25], "classes": ["a", "b"], "size": 8}
+    assert artifact_difference(saved, {**saved, "streaming": {"fit_rows": 3}}) is None
+    assert artifact_difference(saved, {**saved, "mean": [0.5, 0.25 + 1e-12]}) is None
+    moved = artifact_difference(saved, {**saved, "mean": [0.5, 0.3]})
+    assert moved == "artifacts['mean'][1]: 0.3 != 0.25 (map-style)"
+    assert "lacks ['size']" in str(artifact_difference(saved, {"mean": [], "classes": []}))
+    assert "has 1 items, not 2" in str(artifact_difference(saved, {**saved, "classes": ["a"]}))
+    assert (
+        artifact_difference(saved, {**saved, "size": "8"})
+        == "artifacts['size']: '8' != 8 (map-style)"
+    )

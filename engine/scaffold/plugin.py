@@ -2,8 +2,9 @@
 
 The template (``engine/scaffold/templates/plugin/``) is a complete tabular task plugin: a
 distribution ``lepton-NAME`` with package ``lepton_NAME``, its entry point in group
-``lepton``, a config file, a real task (an MLP over CSV/Parquet tables), tests that run
-the contract kit (:mod:`engine.testing`) and a README. Files end in ``.tmpl`` in the
+``lepton``, a config file, a real task (an MLP over CSV/Parquet tables, read whole or
+streamed through Ray Data with ``task.data.streaming=true``), tests that run the contract
+kit (:mod:`engine.testing`, its streaming check too) and a README. Files end in ``.tmpl`` in the
 engine (so the engine's linters and test runs skip them); ``{{name}}`` and the other
 placeholders below are replaced in file contents and paths.
 """
