@@ -1,9 +1,10 @@
 """The driver's scans of a streamed text file (:mod:`lepton_nlp.streaming`).
 
 The file's text and label columns are read through Ray Data in file order
-(``preserve_order``) and cleaned as :func:`lepton_nlp.corpus.clean` cleans them; the
-driver keeps, per kept row, its label and an 8-byte hash of its (label, text), not the
-text. From the labels it computes the map-style split (:func:`assign_states`: the same
+(``preserve_order``; Parquet one row group per task, :func:`read_columns`) and cleaned
+as :func:`lepton_nlp.corpus.clean` cleans them; the driver keeps, per kept row, its
+label and an 8-byte hash of its (label, text), not the text. From the labels it computes
+the map-style split (:func:`assign_states`: the same
 :func:`~lepton_nlp.corpus.split_indices` / :func:`~lepton_nlp.corpus.subset_indices` over
 the same row indices) and, from the hashes, what the streams need to place each row
 (:func:`membership`). Memory in the driver: about 8 bytes and a label reference per row.
@@ -14,6 +15,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -35,12 +37,19 @@ EXAMPLE_CHARS = 200  # as lepton_nlp.task
 
 def read_columns(fmt: str, path: str, cols: Columns) -> Any:
     """The text and label columns of one file as a Ray Data dataset (strings for CSV, as
-    the map-style reader reads them: no type inference, no null values)."""
+    the map-style reader reads them: no type inference, no null values). Parquet is read
+    one row group per task, in file order under ``preserve_order``
+    (``engine.parquet_files.read_row_groups``): a row group that cannot be read raises a
+    :class:`DataError` naming the file and the row group where the dataset is consumed."""
     import ray.data
 
     names = [cols.text, cols.label]
     if fmt == "parquet":
-        return ray.data.read_parquet(path, columns=names, file_extensions=None)
+        from engine.parquet_files import check_parquet_files, read_row_groups
+
+        files = [Path(path).expanduser().resolve()]
+        schema = check_parquet_files(files, names)
+        return read_row_groups(files, names, schema=schema, preserve_order=False)
     if fmt == "jsonl":
         return ray.data.read_json(path, lines=True, file_extensions=None).select_columns(names)
     import pyarrow as pa

@@ -12,8 +12,10 @@ Built once in the driver of ``lepton train`` (:func:`build_streaming`), in two s
    (all of them when fewer: then the vocabulary is the map-style one); an ``hf``
    tokenizer fits nothing. The artifacts are the map-style path's (same keys, same
    values when the sample is the whole training split).
-2. **The streams**: each split is read again with ``ray.data.read_csv/read_json/
-   read_parquet`` (the two columns only), and cleaned, assigned to its split and
+2. **The streams**: each split is read again (the two columns only) with
+   ``ray.data.read_csv/read_json`` or, for Parquet, one row group per task
+   (``engine.parquet_files.read_row_groups``: a row group that cannot be read is a
+   ``DataError`` naming the file and the row group), and cleaned, assigned to its split and
    tokenized in ``map_batches`` on the cluster's CPUs (:func:`encode_batch`): fixed-width
    int64 ``input_ids`` / ``attention_mask`` and ``labels``. A row's split comes from its
    hash: hashes of validation rows, and of rows left out (``max_train_samples``). Copies
@@ -159,6 +161,7 @@ def build_streaming(
     from lepton_nlp.task import NLPTask, _log, _saved_tokenizer
 
     data, fmt = cfg.data, cfg.data.format
+    check_streaming(data)  # the headers (footers): a bad file named before any row is read
     train_path, val_path = _sources(data)
     key = "task.data.path" if data.path else "task.data.train"
     cols = Columns(data.text_column, data.label_column, key)
@@ -283,9 +286,12 @@ def build_streaming(
 
 def check_streaming(data: NLPDataConfig) -> None:
     """``check`` for a streamed config: the files and their columns, from their headers
-    (not the rows: they are read in the cluster)."""
+    (not the rows: they are read in the cluster). Parquet files' footers: the text and
+    label columns of one type in ``train`` and ``val`` (a mismatch names the column and
+    both files, ``engine.parquet_files.check_parquet_files``)."""
     from lepton_nlp.readers import _check_columns, _check_file
 
+    checked = []
     for path, key in (
         (data.path, "task.data.path"),
         (data.train, "task.data.train"),
@@ -296,6 +302,11 @@ def check_streaming(data: NLPDataConfig) -> None:
         cols = Columns(data.text_column, data.label_column, key)
         _check_file(Path(path), key)
         _check_columns(path, cols, _header(data.format, Path(path)))
+        checked.append(Path(path))
+    if data.format == "parquet":
+        from engine.parquet_files import check_parquet_files
+
+        check_parquet_files(checked, [data.text_column, data.label_column])
 
 
 def _header(fmt: str, path: Path) -> list[str]:

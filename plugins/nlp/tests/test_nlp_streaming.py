@@ -12,6 +12,7 @@ with ``lepton evaluate``'s map-style validation of the same weights.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +30,8 @@ from engine.train.driver import train
 #: differ in sample order only.
 F1_TOLERANCE = 0.03
 SEED = 0
+#: Rows per row group of the Parquet files written here (the 586 tickets: 6 groups).
+PARQUET_ROW_GROUP = 100
 
 
 def ticket_frame(n: int = 560) -> pd.DataFrame:
@@ -43,8 +46,8 @@ def ticket_frame(n: int = 560) -> pd.DataFrame:
 def write(frame: pd.DataFrame, path: Path) -> Path:
     if path.suffix == ".csv":
         frame.to_csv(path, index=False)
-    elif path.suffix == ".parquet":
-        frame.to_parquet(path)
+    elif path.suffix == ".parquet":  # several row groups: read in order, one per task
+        frame.to_parquet(path, row_group_size=PARQUET_ROW_GROUP)
     else:
         frame.to_json(path, orient="records", lines=True)
     return path
@@ -103,6 +106,29 @@ def test_check_reads_headers_and_names_a_missing_column(tickets):
     with pytest.raises(DataError, match="no column 'topic'") as err:
         loaded.info.task.check(loaded.config.task)
     assert "label" in (err.value.hint or "")
+
+
+def test_check_names_a_column_typed_differently_in_train_and_val(tmp_path):
+    """Parquet footers, before Ray: ``train``'s labels are strings, ``val``'s integers."""
+    frame = ticket_frame(120)
+    train_file = write(frame, tmp_path / "train.parquet")
+    codes = frame.assign(label=frame["label"].astype("category").cat.codes.astype("int64"))
+    val_file = write(codes, tmp_path / "val.parquet")
+    loaded = load_config(
+        [
+            "task=nlp",
+            "task.data.format=parquet",
+            f"task.data.train={train_file}",
+            f"task.data.val={val_file}",
+            "task.data.streaming=true",
+        ]
+    )
+    with pytest.raises(DataError) as err:
+        loaded.info.task.check(loaded.config.task)
+    # pandas writes strings as string or large_string (by version): the same type here
+    expected = rf"Column 'label' has type int64 in {val_file} but (large_)?string in {train_file}:"
+    assert re.match(expected, err.value.message), err.value.message
+    assert str(val_file) in (err.value.hint or "")
 
 
 def test_split_and_encoding_equal_the_map_style_rows(tickets):
@@ -273,3 +299,36 @@ def test_streaming_matches_map_style_on_one_and_two_workers(ray_cluster, tickets
         for key in ("val/accuracy", "val/f1", "val/loss"):
             assert result["metrics"][key] == pytest.approx(recorded[key], rel=1e-5, abs=1e-6)
     assert np.isfinite([r["val/loss"] for r in last.values()]).all()
+
+
+def _corrupt_row_group(path: Path, group: int, column: int = 0) -> None:
+    """Overwrite the last bytes of ``group``'s pages of ``column`` (offsets from the
+    footer); the file was written with page checksums, so the read fails there."""
+    import pyarrow.parquet as pq
+
+    chunk = pq.read_metadata(path).row_group(group).column(column)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    end = start + chunk.total_compressed_size
+    assert chunk.data_page_offset < end - 40
+    with path.open("r+b") as f:
+        f.seek(end - 40)
+        f.write(b"\xff" * 32)
+
+
+@pytest.mark.ray
+def test_a_corrupt_row_group_is_an_error_naming_the_file_and_the_row_group(ray_cluster, tmp_path):
+    """The driver's ordered scan reads the file one row group per task: the third row
+    group's damaged text pages are a ``DataError`` naming the file and that row group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "tickets.parquet"
+    table = pa.Table.from_pandas(ticket_frame(), preserve_index=False)
+    pq.write_table(table, path, row_group_size=PARQUET_ROW_GROUP, write_page_checksum=True)
+    _corrupt_row_group(path, 2)
+    loaded = load_config(_overrides(path, True))
+    loaded.info.task.check(loaded.config.task)  # the footer is sound: check passes
+    with pytest.raises(DataError) as err:
+        loaded.info.task.build_data(loaded.config.task, seed=SEED)
+    assert err.value.message.startswith(f"Cannot read row group 2 of Parquet file {path}: ")
+    assert "rewrite it from its source" in (err.value.hint or "")

@@ -4,8 +4,12 @@ Formats: ``synthetic`` (generated, see :mod:`lepton_recsys.synthetic`), ``moviel
 (``u.data`` tab-separated without header, ``ratings.dat`` ``::``-separated,
 ``ratings.csv`` with header ``userId,movieId,rating,timestamp``; found by file name,
 then by content, in the given file or directory), ``csv`` and ``parquet`` (columns
-from ``task.data.<role>_column``). Every problem is a :class:`DataError` that names the
-file and the column; a value quoted from the file is cut to a readable length.
+from ``task.data.<role>_column``; a ``parquet`` path may be a folder of ``.parquet``
+files, read as one log: :mod:`engine.parquet_files`). Every problem is a
+:class:`DataError` that names the file and the column; a value quoted from the file is
+cut to a readable length. A Parquet file's footer is read before its rows: a folder
+whose files give a column different types is refused naming the column and both files,
+and a row group that cannot be read names the file and the row group.
 
 Ids (user and item) are checked in the driver, before Ray starts (:func:`check_ids`,
 reading just those two columns): a NaN or empty id, a negative one or a number that is
@@ -21,8 +25,16 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from engine.errors import DataError, clip, clip_repr
+from engine.parquet_files import (
+    check_parquet_files,
+    parquet_files,
+    read_footer,
+    read_row_group,
+    row_groups,
+)
 from lepton_recsys.config import RecsysDataConfig
 
 #: MovieLens layouts, in the order a directory is searched.
@@ -57,6 +69,9 @@ def resolve(data: RecsysDataConfig, which: str) -> Source:
     if data.format == "movielens":
         return _movielens_source(path, key)
     if path.is_dir():
+        if data.format == "parquet":
+            parquet_files(path)  # a folder without .parquet files: say so here
+            return Source(path, "parquet")
         raise DataError(f"{key}={path} is a directory; format {data.format} reads one file.")
     return Source(path, data.format)
 
@@ -103,12 +118,11 @@ def _movielens_kind(path: Path) -> str:
 
 
 def columns_of(source: Source) -> list[str]:
-    """Column names of a csv/parquet file (the header only)."""
+    """Column names of a csv/parquet file (the header only; a Parquet folder's first file's
+    footer)."""
+    if source.kind == "parquet":
+        return _footer_columns(parquet_files(source.path)[0])
     try:
-        if source.kind == "parquet":
-            import pyarrow.parquet as pq
-
-            return list(pq.read_schema(source.path).names)
         return list(pd.read_csv(source.path, nrows=0).columns)
     except (OSError, ValueError) as exc:
         raise DataError(f"Cannot read {source.path} as {source.kind}: {clip(exc)}") from None
@@ -131,14 +145,34 @@ def role_columns(data: RecsysDataConfig, explicit: bool) -> dict[str, str]:
     return roles
 
 
+def _footer_columns(path: Path) -> list[str]:
+    return list(read_footer(path).schema.to_arrow_schema().names)
+
+
 def check_columns(source: Source, roles: dict[str, str]) -> None:
-    available = columns_of(source)
-    for role, column in roles.items():
-        if column not in available:
-            raise DataError(
-                f"{source.path} has no column {clip_repr(column)} (task.data.{role}_column).",
-                hint=f"Its columns are: {column_list(available)}.",
-            )
+    """Every configured column present (for Parquet: in every file of a folder, each
+    column of one type across the files, from the footers: ``check_parquet_files``)."""
+    files = parquet_files(source.path) if source.kind == "parquet" else [source.path]
+    for file in files:
+        available = _footer_columns(file) if source.kind == "parquet" else columns_of(source)
+        for role, column in roles.items():
+            if column not in available:
+                raise DataError(
+                    f"{file} has no column {clip_repr(column)} (task.data.{role}_column).",
+                    hint=f"Its columns are: {column_list(available)}.",
+                )
+    if source.kind == "parquet" and len(files) > 1:
+        check_parquet_files(files, list(roles.values()))
+
+
+def read_parquet(path: Path, columns: list[str]) -> pd.DataFrame:
+    """``columns`` of a Parquet file or folder, row group by row group (the first file's
+    types); a damaged row group is a :class:`DataError` naming the file and the row group."""
+    files = parquet_files(path)
+    schema = check_parquet_files(files, columns)
+    tables = [read_row_group(g, columns, schema) for g in row_groups(files)]
+    table = pa.concat_tables(tables) if tables else schema.empty_table()
+    return table.to_pandas()
 
 
 # -- reading -----------------------------------------------------------------------
@@ -154,7 +188,7 @@ def read(source: Source, data: RecsysDataConfig, explicit: bool) -> pd.DataFrame
         check_columns(source, roles)
         try:
             if source.kind == "parquet":
-                raw = pd.read_parquet(source.path, columns=list(roles.values()))
+                raw = read_parquet(source.path, list(roles.values()))
             else:
                 raw = pd.read_csv(source.path, usecols=list(roles.values()))
         except (OSError, ValueError) as exc:
@@ -244,7 +278,7 @@ def read_ids(source: Source, data: RecsysDataConfig) -> pd.DataFrame:
     """Just the user and item columns of a file (``user``, ``item``), for :func:`check_ids`."""
     try:
         if source.kind == "parquet":
-            raw = pd.read_parquet(source.path, columns=[data.user_column, data.item_column])
+            raw = read_parquet(source.path, [data.user_column, data.item_column])
             return raw.set_axis(["user", "item"], axis=1)
         if source.kind == "csv":
             raw = pd.read_csv(source.path, usecols=[data.user_column, data.item_column])

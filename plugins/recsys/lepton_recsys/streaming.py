@@ -2,11 +2,14 @@
 
 Built once, in the driver of ``lepton train`` (:func:`build_streaming`), Ray up:
 
-1. **Read**: ``ray.data.read_parquet`` / ``read_csv`` of the configured columns only
-   (``task.data.*_column``), made canonical (``user, item[, rating][, timestamp]``, the
-   map-style reader's value rules) and filtered (``implicit_min_rating``) in
-   ``map_batches``. ``format=synthetic`` is generated in the driver and handed to Ray
-   Data (``from_pandas``): the same pipeline from there.
+1. **Read**: the configured columns only (``task.data.*_column``) of a Parquet file or
+   folder, one row group per task (``engine.parquet_files.read_row_groups``: the footers
+   are checked in the driver first, a column typed differently in two files names the
+   column and both files, a row group that cannot be read names the file and the row
+   group), or of a CSV file (``ray.data.read_csv``), made canonical (``user, item[,
+   rating][, timestamp]``, the map-style reader's value rules) and filtered
+   (``implicit_min_rating``) in ``map_batches``. ``format=synthetic`` is generated in
+   the driver and handed to Ray Data (``from_pandas``): the same pipeline from there.
 2. **Split** (``groupby("user").map_groups``, once, materialized in the object store):
    each user's rows are deduplicated (one row per item, the newest) and the newest is
    held out when the user has two or more items: the map-style ``leave_last_out``. A
@@ -151,8 +154,13 @@ def read_log(cfg: RecsysConfig) -> tuple[Any, str]:
         source = resolve(data, "path")
         roles = role_columns(data, explicit)
         path, desc = str(source.path), f"{data.format}: {source.path} ({source.kind})"
-        if source.kind == "parquet":
-            ds = ray.data.read_parquet(path, columns=list(roles.values()))
+        if source.kind == "parquet":  # a file or a folder; errors name file and row group
+            from engine.parquet_files import check_parquet_files, parquet_files, read_row_groups
+
+            files = [f.resolve() for f in parquet_files(source.path)]
+            columns = list(roles.values())
+            schema = check_parquet_files(files, columns)
+            ds = read_row_groups(files, columns, schema=schema, preserve_order=False)
         else:
             import pyarrow.csv as pacsv
 

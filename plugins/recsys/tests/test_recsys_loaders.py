@@ -156,3 +156,38 @@ def test_check_runs_in_the_driver_on_movielens_and_split_files(tmp_path):
 def test_config_mistakes_name_the_key(overrides, needle):
     with pytest.raises(ConfigError, match=needle.replace(".", r"\.")):
         typed_config(*overrides)
+
+
+def test_a_parquet_folder_reads_as_one_log_and_a_damaged_row_group_is_named(tmp_path):
+    """A folder of ``.parquet`` files (sorted; ``_SUCCESS`` and other names skipped) reads
+    as the rows of its files in order; a row group that cannot be read names the file."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    frame = pd.DataFrame(
+        {"u": range(60), "i": [i % 7 for i in range(60)], "r": [4.0] * 60, "t": range(60)}
+    )
+    (tmp_path / "log").mkdir()
+    for name, part in (("a.parquet", frame.iloc[:40]), ("b.parquet", frame.iloc[40:])):
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        pq.write_table(table, tmp_path / "log" / name, row_group_size=15, write_page_checksum=True)
+    (tmp_path / "log" / "_SUCCESS").write_text("")
+    kw = dict(format="parquet", user_column="u", item_column="i", rating_column="r")
+    data = RecsysDataConfig(path=str(tmp_path / "log"), timestamp_column="t", **kw)
+    source = resolve(data, "path")
+    assert source.kind == "parquet"
+    got = read(source, data, explicit=True)
+    assert got["user"].tolist() == list(range(60)) and got["timestamp"].tolist() == list(range(60))
+
+    bad = tmp_path / "log" / "a.parquet"
+    chunk = pq.read_metadata(bad).row_group(1).column(0)
+    end = (chunk.dictionary_page_offset or chunk.data_page_offset) + chunk.total_compressed_size
+    with bad.open("r+b") as f:
+        f.seek(end - 40)
+        f.write(b"\xff" * 32)
+    with pytest.raises(DataError, match=f"Cannot read row group 1 of Parquet file {bad}"):
+        read(source, data, explicit=True)
+
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no .parquet files"):
+        resolve(RecsysDataConfig(path=str(tmp_path / "empty"), **kw), "path")

@@ -1,7 +1,8 @@
 """Recsys through Ray Data (``task.data.streaming=true``) against the map-style path.
 
 The data: the synthetic generator's log (300 users x 200 items, ~4,000 interactions,
-distinct timestamps per user) written as one Parquet file, read by both paths. The
+distinct timestamps per user) written as a folder of two Parquet files (row groups of
+:data:`ROW_GROUP` rows), read by both paths. The
 streamed split, id maps, artifacts and validation rows are compared *exactly* with the
 map-style ones; training differs in row order and negative draws only, so the final
 NDCG@10 / RMSE are compared within :data:`NDCG_TOLERANCE` / :data:`RMSE_TOLERANCE`,
@@ -10,6 +11,7 @@ while the baselines (which depend on the split alone) must agree to float precis
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +19,7 @@ import pandas as pd
 import pytest
 
 from engine.config.load import load_config
-from engine.errors import ConfigError
+from engine.errors import ConfigError, DataError
 from engine.runs.layout import read_metrics
 from engine.train.driver import train
 
@@ -28,16 +30,38 @@ NDCG_TOLERANCE = 0.04
 RMSE_TOLERANCE = 0.05
 
 SYNTHETIC = {"num_users": 300, "num_items": 200, "num_interactions": 4000}
+#: Rows per Parquet row group (each read by one Ray Data task when streamed).
+ROW_GROUP = 1000
+
+
+def _log_frame() -> pd.DataFrame:
+    from lepton_recsys.config import SyntheticConfig
+    from lepton_recsys.synthetic import generate
+
+    return generate(SyntheticConfig(**SYNTHETIC), seed=0)
+
+
+def _write_log(folder: Path, frame: pd.DataFrame, **kwargs) -> list[Path]:
+    """``frame`` as ``folder/part-0.parquet`` and ``part-1.parquet`` (half the rows each)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    folder.mkdir(parents=True, exist_ok=True)
+    half = len(frame) // 2
+    files = []
+    for i, part in enumerate((frame.iloc[:half], frame.iloc[half:])):
+        table = pa.Table.from_pandas(part, preserve_index=False)
+        pq.write_table(table, folder / f"part-{i}.parquet", row_group_size=ROW_GROUP, **kwargs)
+        files.append(folder / f"part-{i}.parquet")
+    return files
 
 
 @pytest.fixture(scope="module")
 def log_file(tmp_path_factory) -> Path:
-    from lepton_recsys.config import SyntheticConfig
-    from lepton_recsys.synthetic import generate
-
-    path = tmp_path_factory.mktemp("recsys_log") / "log.parquet"
-    generate(SyntheticConfig(**SYNTHETIC), seed=0).to_parquet(path)
-    return path
+    """The log: a folder of two Parquet files."""
+    folder = tmp_path_factory.mktemp("recsys_log") / "log"
+    _write_log(folder, _log_frame())
+    return folder
 
 
 def _overrides(path: Path, streaming: bool, *more: str, task: str = "recsys") -> list[str]:
@@ -75,6 +99,24 @@ def test_streaming_config_is_accepted_for_logs_and_flat_models():
             ["task=recsys", "task.data.streaming=true", f"task.model.name={model}"]
         ).config.task
         assert cfg.data.streaming and cfg.model.name == model
+
+
+def test_check_names_a_column_typed_differently_in_two_files(tmp_path):
+    """Parquet footers, before Ray: a folder whose second file has text user ids."""
+    frame = _log_frame().head(200)
+    first, second = _write_log(tmp_path / "log", frame)
+    text_ids = frame.iloc[100:].astype({"user_id": str})
+    text_ids.to_parquet(second, index=False)
+    loaded = load_config(_overrides(tmp_path / "log", True))
+    with pytest.raises(DataError) as err:
+        loaded.info.task.check(loaded.config.task)
+    expected = rf"Column 'user_id' has type (large_)?string in {second} but int64 in {first}:"
+    assert re.match(expected, err.value.message), err.value.message
+    assert str(second) in (err.value.hint or "")
+    # A file of the folder without a configured column names the file and the column.
+    frame.iloc[100:].drop(columns="item_id").to_parquet(second, index=False)
+    with pytest.raises(DataError, match=f"{second} has no column 'item_id'"):
+        loaded.info.task.check(loaded.config.task)
 
 
 def test_the_per_user_split_is_the_map_style_leave_last_out():
@@ -179,6 +221,40 @@ def test_streamed_split_and_artifacts_equal_map_style(ray_cluster, log_file, tmp
         assert not mapped.train.seen.contains(pairs["user"].to_numpy()[:, None], negatives).any()
         if more:
             assert b["data"]["extra"]["added"] == 2
+
+
+def _corrupt_row_group(path: Path, group: int, column: str) -> None:
+    """Overwrite the last bytes of ``group``'s pages of ``column`` (offsets from the
+    footer); the file was written with page checksums, so the read fails there."""
+    import pyarrow.parquet as pq
+
+    meta = pq.read_metadata(path)
+    index = meta.schema.to_arrow_schema().get_field_index(column)
+    chunk = meta.row_group(group).column(index)
+    start = chunk.dictionary_page_offset or chunk.data_page_offset
+    end = start + chunk.total_compressed_size
+    assert chunk.data_page_offset < end - 40
+    with path.open("r+b") as f:
+        f.seek(end - 40)
+        f.write(b"\xff" * 32)
+
+
+@pytest.mark.ray
+def test_a_corrupt_row_group_is_an_error_naming_the_file_and_the_row_group(ray_cluster, tmp_path):
+    """The streamed read, one row group per task: the second file's second row group has
+    damaged timestamps (a column ``check`` does not read: it reads the ids), so the
+    ``DataError`` naming the file and the row group comes from Ray Data."""
+    from lepton_recsys.task import RecsysTask
+
+    _, second = _write_log(tmp_path / "log", _log_frame(), write_page_checksum=True)
+    _corrupt_row_group(second, 1, "timestamp")
+    cfg = load_config(_overrides(tmp_path / "log", True)).config.task
+    task = RecsysTask()
+    task.check(cfg)
+    with pytest.raises(DataError) as err:
+        task.build_data(cfg, seed=0)
+    assert err.value.message.startswith(f"Cannot read row group 1 of Parquet file {second}: ")
+    assert "rewrite it from its source" in (err.value.hint or "")
 
 
 def _train(overrides: list[str]) -> tuple[list[dict], object]:
