@@ -37,6 +37,7 @@ class StreamingData:
     object). ``train_rows`` / ``val_rows``: the row counts when known (else the engine
     counts once); ``shuffle_buffer``: rows of each worker's local shuffle buffer
     (``iter_torch_batches(local_shuffle_buffer_size=...)``; 0 for none).
+    ``train_bytes`` / ``val_bytes``: see the fields.
     """
 
     train: Any
@@ -46,6 +47,11 @@ class StreamingData:
     train_rows: int | None = None
     val_rows: int | None = None
     shuffle_buffer: int = 0
+    #: The preprocessed split's size in bytes (an estimate is fine) when its preprocessing
+    #: is deterministic (no random augmentation), else None: a split that fits a share of
+    #: the object store is then preprocessed once and kept there (engine.train.streaming).
+    train_bytes: int | None = None
+    val_bytes: int | None = None
 
 
 def wants_streaming(task_cfg: Any) -> bool:

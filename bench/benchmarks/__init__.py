@@ -10,6 +10,7 @@ from bench.benchmarks import (  # noqa: F401
     phases,
     serve,
     startup,
+    stream,
     submit,
     training,
     tune,

@@ -273,6 +273,7 @@ def build_streaming(
             )
         return ds
 
+    row_bytes = 2 * 8 * int(saved["max_tokens"]) + 8  # int64 ids, mask and label
     return StreamingData(
         train=stream(train_path, "train"),
         val=stream(val_path or train_path, "val"),
@@ -281,6 +282,9 @@ def build_streaming(
         train_rows=len(train_pos),
         val_rows=len(val_labels),
         shuffle_buffer=SHUFFLE_BUFFER,
+        # Tokenisation is deterministic: a split that fits the object store is kept there.
+        train_bytes=len(train_pos) * row_bytes,
+        val_bytes=len(val_labels) * row_bytes,
     )
 
 

@@ -107,6 +107,9 @@ def build_streaming(
         train_rows=len(splits["train"]),
         val_rows=len(splits["val"]),
         shuffle_buffer=SHUFFLE_BUFFER,
+        # Validation decodes deterministically (uint8, no augmentation): kept in the
+        # object store once decoded when it fits; train is augmented anew every epoch.
+        val_bytes=len(splits["val"]) * channels * size * size,
     )
 
 
@@ -193,6 +196,7 @@ def build_parquet_streaming(
         train_rows=splits.rows("train"),
         val_rows=splits.rows("val"),
         shuffle_buffer=SHUFFLE_BUFFER,
+        val_bytes=splits.rows("val") * channels * size * size,  # as for image folders
     )
 
 
