@@ -111,7 +111,10 @@ class NLPTask:
         than the one it was trained on is then used whole as the validation set. With
         ``task.data.streaming=true``: Ray Data datasets (lepton_nlp.streaming), built once
         in the driver of ``lepton train``."""
-        if cfg.data.streaming:
+        # A new file evaluated with a trained model's artifacts is its validation set
+        # whole, which the streamed split does not do: read map-style then.
+        new_source = artifacts is not None and _is_new_source(cfg, artifacts)
+        if cfg.data.streaming and not new_source:
             from lepton_nlp.streaming import build_streaming
 
             return build_streaming(cfg, seed=seed, artifacts=artifacts)

@@ -69,6 +69,13 @@ def test_build_data_with_a_models_artifacts_reuses_its_tokenizer_and_classes(
     assert bundle.artifacts["tokenizer"] == trained["tokenizer"]
     assert bundle.artifacts["label_names"] == list(CLASSES)
     assert (len(bundle.train), len(bundle.val)) == (0, 60)  # a new file is scored whole
+    # ... also by a streaming model's config: the streamed split would hold back only a
+    # fraction of it, so a new file is read map-style (no Ray needed).
+    streamed, _ = typed_config(
+        "task.data.format=csv", f"task.data.path={new}", "task.data.streaming=true"
+    )
+    whole = info.task.build_data(streamed.task, seed=0, artifacts=trained)
+    assert (len(whole.train), len(whole.val)) == (0, 60)
     # The file a model was trained on keeps its training/validation split.
     own = info.task.build_data(typed2.task, seed=0)
     again = info.task.build_data(typed2.task, seed=0, artifacts=own.artifacts)
