@@ -29,3 +29,30 @@ def test_small_deterministic_splits_are_cached_and_others_stream(ray_cluster):
     epochs = [[r["id"] for r in shuffled.iter_rows()] for _ in range(3)]
     assert all(sorted(e) == list(range(0, 2000, 2)) for e in epochs)
     assert len({tuple(e) for e in epochs}) > 1, "the block order never changed"
+
+
+def test_fetches_are_whole_batches_within_the_shuffle_buffer():
+    from engine.train.streaming import FETCH_ROWS, fetch_rows
+
+    assert fetch_rows(32) == FETCH_ROWS == 256
+    assert fetch_rows(100) == 200 and fetch_rows(512) == 512
+    assert fetch_rows(32, shuffle_buffer=64) == 64 and fetch_rows(32, shuffle_buffer=16) == 32
+
+
+@pytest.mark.ray
+@pytest.mark.parametrize("buffer", [0, 64])
+def test_a_loader_yields_every_row_once_in_batches_of_its_size(ray_cluster, buffer):
+    """Rows fetched several batches at a time and split on the worker: the same batches
+    (size, count, last one partial) and rows as one fetch per batch would give."""
+    import ray.data
+
+    from engine.train.streaming import StreamLoader
+
+    ds = ray.data.range(1000, override_num_blocks=7)
+    loader = StreamLoader(
+        ds, batch_size=32, to_batch=lambda b: b["id"], steps=32, shuffle_buffer=buffer, seed=1
+    )
+    batches = list(loader)
+    assert [len(b) for b in batches] == [32] * 31 + [8] == [len(b) for b in batches[:32]]
+    assert len(batches) == len(loader)
+    assert sorted(int(i) for b in batches for i in b) == list(range(1000))

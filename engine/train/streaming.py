@@ -156,6 +156,65 @@ def data_config() -> Any:
     return DataConfig(datasets_to_split=[TRAIN])
 
 
+#: Rows fetched from Ray Data per ``iter_torch_batches`` batch, split into training
+#: batches on the worker: Ray Data's per-batch cost (the local shuffle buffer, the
+#: conversion to tensors) is about 1.5 ms whatever the batch size, as long as a step of
+#: batch 32 on half a CPU; fetching 256 rows at a time cuts it about fivefold.
+FETCH_ROWS = 256
+
+
+def fetch_rows(batch_size: int, shuffle_buffer: int = 0) -> int:
+    """Rows per fetch: a whole number of batches near :data:`FETCH_ROWS`, never more than
+    the shuffle buffer holds (when there is one), at least one batch."""
+    batches = max(1, FETCH_ROWS // batch_size)
+    if shuffle_buffer:
+        batches = max(1, min(batches, shuffle_buffer // batch_size))
+    return batches * batch_size
+
+
+def _rows(batch: dict[str, Any]) -> int:
+    return len(next(iter(batch.values()))) if batch else 0
+
+
+def _concat(pieces: list[dict[str, Any]]) -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    if len(pieces) == 1:
+        return pieces[0]
+    out: dict[str, Any] = {}
+    for key, first in pieces[0].items():
+        parts = [p[key] for p in pieces]
+        if isinstance(first, torch.Tensor):
+            out[key] = torch.cat(parts)
+        elif isinstance(first, np.ndarray):
+            out[key] = np.concatenate(parts)
+        else:
+            out[key] = [x for part in parts for x in part]
+    return out
+
+
+def rebatch(fetched: Iterator[dict[str, Any]], size: int) -> Iterator[dict[str, Any]]:
+    """Batches of exactly ``size`` rows (the last one may be shorter) from fetched batches
+    of any size: Ray Data's local shuffle buffer yields some short batches mid-epoch, and
+    a step's batch must not depend on where blocks end."""
+    pending: list[dict[str, Any]] = []
+    rows = 0
+    for batch in fetched:
+        pending.append(batch)
+        rows += _rows(batch)
+        if rows < size:
+            continue
+        whole = _concat(pending)
+        cut = rows - rows % size
+        for start in range(0, cut, size):
+            yield {k: v[start : start + size] for k, v in whole.items()}
+        pending = [{k: v[cut:] for k, v in whole.items()}] if cut < rows else []
+        rows -= cut
+    if rows:
+        yield _concat(pending)
+
+
 class StreamLoader:
     """One rank's batches of a Ray Data shard, iterated as the loop iterates a
     ``DataLoader``: ``len`` is the number of batches per epoch, ``set_epoch`` picks the
@@ -192,9 +251,12 @@ class StreamLoader:
                 "local_shuffle_buffer_size": self.shuffle_buffer,
                 "local_shuffle_seed": self.seed + 1_000_003 * self.epoch,
             }
-        for batch in self.shard.iter_torch_batches(
-            batch_size=self.batch_size, device=self.device, **shuffle
-        ):
+        fetched = self.shard.iter_torch_batches(
+            batch_size=fetch_rows(self.batch_size, self.shuffle_buffer),
+            device=self.device,
+            **shuffle,
+        )
+        for batch in rebatch(fetched, self.batch_size):
             yield self.to_batch(batch)
 
 
